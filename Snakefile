@@ -1,0 +1,64 @@
+# HMF: from whole-slide images and class descriptions to patient-level result tables.
+#
+#   snakemake --cores all                      everything for the configured dataset
+#   snakemake --cores all features             masks, patches and features only
+#   snakemake --cores all tables               every model on every fold, then the tables
+#   snakemake results/<dataset>/slide/hmf/fold_3/metrics.json --cores 4 --forcerun train_slide
+#
+# config/config.yaml is the embedded demo; config/examples/ holds CAMELYON17 and TCGA configs.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema/config.schema.yaml")
+
+
+include: "rules/common.smk"
+
+
+if DEMO:
+
+    include: "rules/demo.smk"
+
+
+include: "rules/preprocess.smk"
+include: "rules/text.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+localrules:
+    all,
+    features,
+    tables,
+    evaluate,
+    table,
+    sample_sheet,
+    splits,
+
+
+rule all:
+    """The default target: result tables for every level of the task."""
+    input:
+        table_outputs(),
+        f"{R}/qc/summary.csv",
+
+
+rule features:
+    """Segmentation, patching and feature extraction for every slide, plus the QC summary."""
+    input:
+        expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
+        expand(f"{FEATURES_DIR}/pt_files/{{slide}}.pt", slide=SLIDE_IDS),
+        expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
+        f"{R}/qc/summary.csv",
+
+
+rule tables:
+    """Every configured model on every fold, evaluated, and one table per level."""
+    input:
+        table_outputs(),

@@ -1,0 +1,108 @@
+# Patient-level folds and per-fold training: one job per level x model x fold.
+
+
+rule splits:
+    """Stratified K folds over patients (or the user's split files, checked)."""
+    input:
+        sheet=f"{R}/sample_sheet.csv",
+    output:
+        [f"{R}/splits/fold_{k}.csv" for k in FOLDS],
+    params:
+        splits=config["splits"],
+    log:
+        f"{LOGS}/splits.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/splits.py"
+
+
+def train_slide_inputs(wildcards):
+    inputs = {
+        "sheet": f"{R}/sample_sheet.csv",
+        "split": f"{R}/splits/fold_{wildcards.fold}.csv",
+        "features": expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
+    }
+    if wildcards.model == "hmf":
+        inputs["text"] = text_bank("slide")
+    return inputs
+
+
+rule train_slide:
+    """Train one slide-level model on one fold; predict its test slides; embed every slide."""
+    input:
+        unpack(train_slide_inputs),
+    output:
+        checkpoint=f"{R}/slide/{{model}}/fold_{{fold}}/checkpoint.pt",
+        train_log=f"{R}/slide/{{model}}/fold_{{fold}}/train_log.csv",
+        predictions=f"{R}/slide/{{model}}/fold_{{fold}}/predictions.csv",
+        embeddings=f"{R}/slide/{{model}}/fold_{{fold}}/embeddings.pt",
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
+        training=config["training"],
+        features_dir=FEATURES_DIR,
+    resources:
+        gpu=1,
+    threads: 1
+    log:
+        f"{LOGS}/slide/{{model}}/fold_{{fold}}.log",
+    benchmark:
+        f"{BENCH}/slide/{{model}}/fold_{{fold}}.tsv"
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/train_slide.py"
+
+
+rule train_patient:
+    """Train one patient-level model on the frozen slide model's embeddings of one fold."""
+    input:
+        sheet=f"{R}/sample_sheet.csv",
+        split=f"{R}/splits/fold_{{fold}}.csv",
+        embeddings=f"{R}/slide/{PATIENT_SOURCE}/fold_{{fold}}/embeddings.pt",
+    output:
+        checkpoint=f"{R}/patient/{{model}}/fold_{{fold}}/checkpoint.pt",
+        train_log=f"{R}/patient/{{model}}/fold_{{fold}}/train_log.csv",
+        predictions=f"{R}/patient/{{model}}/fold_{{fold}}/predictions.csv",
+    wildcard_constraints:
+        model="|".join(m for m in ["hmf_patient", "meanpool", "maxpool", "sumpool", "minpool", "attnpool"]),
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        overrides=lambda wc: config["models"]["patient_params"].get(wc.model, {}),
+        training=config["training"],
+    resources:
+        gpu=1,
+    threads: 1
+    log:
+        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
+    benchmark:
+        f"{BENCH}/patient/{{model}}/fold_{{fold}}.tsv"
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/train_patient.py"
+
+
+rule aggregate_patient:
+    """Patient predictions from the slide model's test predictions (no training): the pN
+    rule on predicted slide labels, or the mean of slide probabilities."""
+    input:
+        sheet=f"{R}/sample_sheet.csv",
+        split=f"{R}/splits/fold_{{fold}}.csv",
+        slide_predictions=f"{R}/slide/{PATIENT_SOURCE}/fold_{{fold}}/predictions.csv",
+    output:
+        predictions=f"{R}/patient/{{model}}/fold_{{fold}}/predictions.csv",
+    wildcard_constraints:
+        model="pn_rule|mean_prob",
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+    log:
+        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/aggregate_patient.py"

@@ -1,0 +1,128 @@
+"""Patient-level models of one fold: trained on the frozen slide model's embeddings, or
+rule-based aggregations of its predicted slide labels and probabilities."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hmf.atomic import atomic_path, write_csv
+from hmf.data.sample_sheet import read_sample_sheet
+from hmf.evaluation.predictions import probabilities, read_predictions, write_predictions
+from hmf.tasks import Task, pn_stage
+from hmf.training.bags import class_weights, read_split
+from hmf.training.hparams import resolve
+from hmf.training.loop import Item, fingerprint, fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def patient_items(sheet: pd.DataFrame, embeddings_path: str | Path, classes: tuple[str, ...]) -> dict[str, Item]:
+    """One item per patient: the embeddings of its slides in node order (node indices given to
+    the model when every slide of the patient has one)."""
+    saved = torch.load(embeddings_path, map_location="cpu", weights_only=True)
+    index = {slide_id: i for i, slide_id in enumerate(saved["slide_ids"])}
+    embeddings = saved["embeddings"].float()
+    items = {}
+    for patient, group in sheet.groupby("patient_id", sort=True):
+        group = group[group["slide_id"].isin(index)]
+        if group.empty:
+            log.warning("patient %s: no slide with patches; left out", patient)
+            continue
+        group = group.sort_values(["node", "slide_id"], na_position="last")
+        rows = [index[s] for s in group["slide_id"]]
+        inputs = {"slide_embeddings": embeddings[rows]}
+        if group["node"].notna().all():
+            inputs["node_index"] = torch.tensor([int(n) for n in group["node"]], dtype=torch.long)
+        label = classes.index(group["patient_label"].iloc[0])
+        items[patient] = Item(key=patient, label=label, inputs=inputs)
+    return items
+
+
+def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: str, embeddings: str,
+                       checkpoint: str, train_log: str, predictions: str, overrides: dict | None = None,
+                       training: dict | None = None, device: str = "cpu", progress_file=None) -> dict:
+    from hmf.models import build_patient_model
+    from hmf.models.optim import build_optimizer, build_scheduler
+
+    sheet = read_sample_sheet(sheet_csv)
+    split = read_split(split_csv)
+    classes = task.classes("patient")
+    items = patient_items(sheet, embeddings, classes)
+    parts = {name: [items[p] for p in sorted(items) if split.get(p) == name] for name in ("train", "val", "test")}
+    if not parts["train"]:
+        raise ValueError(f"{split_csv}: no training patients with slide embeddings")
+    emb_dim = parts["train"][0].inputs["slide_embeddings"].shape[1]
+
+    hp = resolve("patient", model_name, overrides, training)
+    seed_everything(hp.fit.seed)
+    model = build_patient_model(model_name, emb_dim, len(classes), hp.model)
+    optimizer = build_optimizer(model, hp.optimizer)
+    scheduler = build_scheduler(optimizer, hp.optimizer, hp.fit.epochs)
+    context = {"class_weights": class_weights([i.label for i in parts["train"]], len(classes))}
+    run_id = fingerprint("patient", model_name, hp.as_dict(), Path(split_csv).read_text(), emb_dim, classes,
+                         Path(embeddings).stat().st_size)
+    state_path = Path(checkpoint).with_name("resume_state.pt")
+    dev = torch.device(device)
+    log.info("%s: %d train, %d val, %d test patients", model_name, *(len(parts[k]) for k in ("train", "val", "test")))
+    result = fit(model, optimizer, scheduler, parts["train"], parts["val"], context, hp.fit, dev, state_path,
+                 run_id, progress_file=progress_file,
+                 on_epoch=lambda rows: write_csv(train_log, pd.DataFrame(rows)))
+    write_csv(train_log, pd.DataFrame(result.rows))
+    model.load_state_dict(result.best_state)
+    test = predict(model, parts["test"], dev, hp.fit.bf16)
+    write_predictions([i.key for i in parts["test"]], [classes[i.label] for i in parts["test"]],
+                      test["probs"].reshape(len(parts["test"]), len(classes)), classes, predictions)
+    with atomic_path(checkpoint) as tmp:
+        torch.save({"model": model_name, "state_dict": result.best_state, "emb_dim": emb_dim,
+                    "classes": list(classes), "params": hp.as_dict(), "best_epoch": result.best_epoch}, tmp)
+    state_path.unlink(missing_ok=True)
+    return {"best_epoch": result.best_epoch, "best_score": result.best_score}
+
+
+def aggregate_patient_fold(method: str, task: Task, sheet_csv: str, split_csv: str, slide_predictions: str,
+                           predictions: str) -> pd.DataFrame:
+    """Patient predictions for the fold's test patients from the slide model's test predictions.
+
+    ``pn_rule``: CAMELYON17's pN rule applied to the predicted slide labels (one-hot output).
+    ``mean_prob``: the mean of the slide probabilities over the patient's slides.
+    """
+    sheet = read_sample_sheet(sheet_csv)
+    split = read_split(split_csv)
+    slide_classes, patient_classes = task.classes("slide"), task.classes("patient")
+    slides = read_predictions(slide_predictions, slide_classes)
+    patient_of = dict(zip(sheet["slide_id"], sheet["patient_id"]))
+    label_of = dict(zip(sheet["patient_id"], sheet["patient_label"]))
+    unknown = sorted(set(slides["id"]) - set(patient_of))
+    if unknown:
+        raise ValueError(f"{slide_predictions}: slide(s) not in the sample sheet: {unknown[:5]}")
+    slides["patient_id"] = slides["id"].map(patient_of)
+    leaked = sorted({p for p in slides["patient_id"] if split.get(p) != "test"})
+    if leaked:
+        raise ValueError(f"{slide_predictions}: predictions for non-test patient(s) {leaked[:5]} of {split_csv}")
+    ids, truth, probs = [], [], []
+    for patient, group in slides.groupby("patient_id", sort=True):
+        if method == "pn_rule":
+            if not task.pn_rule:
+                raise ValueError(f"pn_rule needs CAMELYON17 slide labels, not task {task.name}")
+            stage = pn_stage(list(group["pred_label"]))
+            row = np.eye(len(patient_classes))[patient_classes.index(stage)]
+        elif method == "mean_prob":
+            if tuple(slide_classes) != tuple(patient_classes):
+                raise ValueError(f"mean_prob needs the same slide and patient classes (task {task.name})")
+            row = probabilities(group, slide_classes).mean(axis=0)
+        else:
+            raise ValueError(f"unknown aggregation {method!r}: pn_rule or mean_prob")
+        ids.append(patient)
+        truth.append(label_of[patient])
+        probs.append(row)
+    tested = {p for p, s in split.items() if s == "test"}
+    missing = sorted(tested - set(ids))
+    if missing:
+        log.warning("test patient(s) without slide predictions (no tissue): %s", ", ".join(missing))
+    return write_predictions(ids, truth, np.array(probs).reshape(len(ids), len(patient_classes)),
+                             patient_classes, predictions)

@@ -1,0 +1,138 @@
+"""Train one slide-level model on one fold, predict its test slides and embed every slide."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hmf.atomic import atomic_path, write_csv
+from hmf.data.sample_sheet import read_sample_sheet
+from hmf.evaluation.predictions import write_predictions
+from hmf.tasks import Task
+from hmf.training.bags import Bag, class_weights, fold_parts, load_bags, read_split
+from hmf.training.hparams import resolve
+from hmf.training.loop import FitConfig, Item, fingerprint, fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SlideOutputs:
+    checkpoint: str
+    train_log: str
+    predictions: str
+    embeddings: str
+
+
+def load_text_inputs(path: str | Path, classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text bank (P, E) and the class index of each description, checked against the task."""
+    from hmf.text.embeddings import load_text_bank
+
+    bank = load_text_bank(path)
+    names = list(bank["class_names"])
+    if names != list(classes):
+        raise ValueError(f"{path}: text bank classes {names} differ from the task's {list(classes)}")
+    prompt_classes = torch.tensor([names.index(c) for c in bank["classes"]], dtype=torch.long)
+    return torch.as_tensor(bank["embeddings"], dtype=torch.float32), prompt_classes
+
+
+def _items(bags: dict[str, Bag], ids: list[str], labels: dict[str, int], text: torch.Tensor | None,
+           needs_coords: bool) -> list[Item]:
+    items = []
+    for slide_id in ids:
+        bag = bags[slide_id]
+        inputs = {"features": bag.features}
+        if needs_coords:
+            inputs["coords"] = bag.coords
+        if text is not None:
+            inputs["text"] = text
+        items.append(Item(key=slide_id, label=labels[slide_id], inputs=inputs))
+    return items
+
+
+def train_slide_fold(
+    model_name: str,
+    task: Task,
+    sheet_csv: str,
+    split_csv: str,
+    features_dir: str,
+    outputs: SlideOutputs,
+    overrides: dict | None = None,
+    training: dict | None = None,
+    text_bank: str | None = None,
+    device: str = "cpu",
+    progress_file=None,
+) -> dict:
+    from hmf.models import build_slide_model
+    from hmf.models.optim import build_optimizer, build_scheduler
+
+    training = training or {}
+    sheet = read_sample_sheet(sheet_csv)
+    parts = fold_parts(sheet, read_split(split_csv), split_name=str(split_csv))
+    bags = load_bags(sheet, features_dir)
+    for name in parts:
+        parts[name] = [s for s in parts[name] if s in bags]
+    if not parts["train"]:
+        raise ValueError(f"{split_csv}: no training slides with patches")
+    classes = task.classes("slide")
+    labels = {row.slide_id: classes.index(row.slide_label) for row in sheet.itertuples()}
+    in_dim = next(iter(bags.values())).features.shape[1]
+
+    hp = resolve("slide", model_name, overrides, training)
+    seed_everything(hp.fit.seed)
+    text, prompt_classes = (None, None)
+    text_dim = None
+    if text_bank is not None:
+        text, prompt_classes = load_text_inputs(text_bank, classes)
+        text_dim = text.shape[1]
+    model = build_slide_model(model_name, in_dim, len(classes), hp.model, text_dim=text_dim)
+    if model.requires_text and text is None:
+        raise ValueError(f"model {model_name} needs a text bank")
+    if not model.requires_text:
+        text = None
+    optimizer = build_optimizer(model, hp.optimizer)
+    scheduler = build_scheduler(optimizer, hp.optimizer, hp.fit.epochs)
+
+    train_labels = [labels[s] for s in parts["train"]]
+    context = {"class_weights": class_weights(train_labels, len(classes))}
+    if prompt_classes is not None:
+        context["prompt_classes"] = prompt_classes
+    train_items = _items(bags, parts["train"], labels, text, model.needs_coords)
+    val_items = _items(bags, parts["val"], labels, text, model.needs_coords)
+    log.info("%s: %d train, %d val, %d test slides; D=%d; %d classes", model_name, len(train_items),
+             len(val_items), len(parts["test"]), in_dim, len(classes))
+
+    run_id = fingerprint("slide", model_name, hp.as_dict(), Path(split_csv).read_text(),
+                         sorted(parts["train"]), in_dim, classes)
+    state_path = Path(outputs.checkpoint).with_name("resume_state.pt")
+    dev = torch.device(device)
+    result = fit(model, optimizer, scheduler, train_items, val_items, context, hp.fit, dev, state_path,
+                 run_id, progress_file=progress_file,
+                 on_epoch=lambda rows: write_csv(outputs.train_log, pd.DataFrame(rows)))
+    write_csv(outputs.train_log, pd.DataFrame(result.rows))
+    model.load_state_dict(result.best_state)
+
+    # Predictions: only the features (and the full text bank) reach the model.
+    test_items = _items(bags, parts["test"], labels, text, model.needs_coords)
+    test = predict(model, test_items, dev, hp.fit.bf16)
+    write_predictions([i.key for i in test_items], [classes[i.label] for i in test_items],
+                      test["probs"].reshape(len(test_items), len(classes)), classes, outputs.predictions)
+
+    all_ids = sorted(bags)
+    every = predict(model, _items(bags, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16,
+                    keys=("logits", "embedding"))
+    with atomic_path(outputs.embeddings) as tmp:
+        torch.save({"slide_ids": all_ids, "embeddings": torch.from_numpy(every["embedding"]).float(),
+                    "probs": torch.from_numpy(every["probs"]).float(), "classes": list(classes),
+                    "model": model_name}, tmp)
+    with atomic_path(outputs.checkpoint) as tmp:
+        torch.save({"model": model_name, "state_dict": result.best_state, "in_dim": in_dim,
+                    "n_classes": len(classes), "classes": list(classes), "text_dim": text_dim,
+                    "params": hp.as_dict(), "best_epoch": result.best_epoch,
+                    "best_score": result.best_score}, tmp)
+    state_path.unlink(missing_ok=True)
+    return {"best_epoch": result.best_epoch, "best_score": result.best_score}
