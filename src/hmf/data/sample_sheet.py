@@ -67,14 +67,14 @@ def load_generic(csv_path: str | Path) -> pd.DataFrame:
     if unknown:
         raise SampleSheetError(f"{csv_path}: unknown column(s) {sorted(unknown)}; allowed: {COLUMNS}")
     frame["line"] = range(2, len(frame) + 2)
-    for row in frame.itertuples():
-        if row.mpp not in ("", None):
+    for line, mpp, node in zip(frame["line"], frame.get("mpp", [""] * len(frame)), frame.get("node", [""] * len(frame))):
+        if mpp not in ("", None):
             try:
-                float(row.mpp)
+                float(mpp)
             except ValueError:
-                raise SampleSheetError(f"{csv_path} line {row.line}: mpp {row.mpp!r} is not a number") from None
-        if row.node not in ("", None) and not str(row.node).isdigit():
-            raise SampleSheetError(f"{csv_path} line {row.line}: node {row.node!r} is not a whole number")
+                raise SampleSheetError(f"{csv_path} line {line}: mpp {mpp!r} is not a number") from None
+        if node not in ("", None) and not str(node).isdigit():
+            raise SampleSheetError(f"{csv_path} line {line}: node {node!r} is not a whole number")
     frame["path"] = [
         str(p if Path(p).is_absolute() or not p else csv_path.parent / p) for p in frame["path"]
     ]
@@ -91,6 +91,8 @@ def load_camelyon17(stage_labels: str | Path, slide_dir: str | Path) -> pd.DataF
         raise SampleSheetError(
             f"{stage_labels}: expected CAMELYON17's header 'patient,stage', found {','.join(table.columns)}"
         )
+    # The challenge's download keeps slides in centre_<i>/ subfolders; accept either layout.
+    found = {p.name: p for p in slide_dir.rglob("*.tif")} if slide_dir.is_dir() else {}
     patients: dict[str, str] = {}
     slides = []
     for line, (name, stage) in enumerate(zip(table["patient"], table["stage"]), start=2):
@@ -102,7 +104,7 @@ def load_camelyon17(stage_labels: str | Path, slide_dir: str | Path) -> pd.DataF
                 "slide_id": name[: -len(".tif")],
                 "patient_id": match.group(1),
                 "node": match.group(2),
-                "path": str(slide_dir / name),
+                "path": str(found.get(name, slide_dir / name)),
                 "slide_label": stage,
                 "line": line,
             })
