@@ -29,3 +29,11 @@ def tumour_image(sources_dir) -> Path:
     from hmf.sources import tumour_region as fetch
 
     return fetch(sources_dir)
+
+
+def pytest_configure(config):
+    # One intra-op thread per test process: results do not depend on the core count, and
+    # tests do not oversubscribe a small machine.
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,5 +1,6 @@
-"""Hyperparameters of one training run: a model's own defaults (its paper's), then the
-config's per-model overrides, then the config's ``training:`` section on top."""
+"""Hyperparameters of one training run: a model's own recipe (its paper's, from
+``hmf.models.registry``), then the config's per-model overrides, then the ``training:``
+section on top (seed, monitor, global caps on epochs and patience)."""
 
 from __future__ import annotations
 
@@ -8,55 +9,52 @@ from dataclasses import asdict, dataclass
 
 from hmf.training.loop import FitConfig
 
-# Keys of a model's defaults that drive the optimiser and the loop rather than the network.
-OPTIMISER_KEYS = {"optimizer", "lr", "weight_decay", "scheduler", "betas", "momentum", "lookahead",
-                  "lookahead_k", "lookahead_alpha", "eta_min", "warmup_epochs"}
-LOOP_KEYS = {"epochs", "patience", "accumulation", "grad_clip", "min_epochs"}
+MERGED_KEYS = ("model", "optimizer", "scheduler")  # overridden key by key
 
 
 @dataclass
 class HyperParameters:
     model: dict
     optimizer: dict
+    scheduler: dict
     fit: FitConfig
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "optimizer": self.optimizer, "fit": asdict(self.fit)}
-
-
-def _defaults(level: str, name: str) -> dict:
-    from hmf.models import registry
-
-    table = registry.SLIDE_DEFAULTS if level == "slide" else registry.PATIENT_DEFAULTS
-    if name not in table:
-        raise ValueError(f"unknown {level} model {name!r}; choose one of {sorted(table)}")
-    return copy.deepcopy(table[name])
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "fit": asdict(self.fit)}
 
 
 def resolve(level: str, name: str, overrides: dict | None, training: dict | None) -> HyperParameters:
-    merged = _defaults(level, name)
-    unknown_keys = set(overrides or {}) - set(merged)
-    if unknown_keys:
+    from hmf.models.registry import training_defaults
+
+    recipe = training_defaults(name, level)
+    overrides = copy.deepcopy(overrides or {})
+    unknown = set(overrides) - set(recipe)
+    if unknown:
         raise ValueError(
-            f"models.{level}_params.{name}: unknown key(s) {sorted(unknown_keys)}; "
-            f"{name} takes {sorted(merged)}"
+            f"models.{level}_params.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(recipe)}"
         )
-    merged.update(copy.deepcopy(overrides or {}))
+    for key, value in overrides.items():
+        if key in MERGED_KEYS:
+            if not isinstance(value, dict):
+                raise ValueError(f"models.{level}_params.{name}.{key} must be a mapping")
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
     training = training or {}
-    model = {k: v for k, v in merged.items() if k not in OPTIMISER_KEYS | LOOP_KEYS}
-    optimizer = {k: v for k, v in merged.items() if k in OPTIMISER_KEYS}
-    epochs = merged.get("epochs", 50)
+    epochs = int(recipe["epochs"])
     if training.get("max_epochs"):
-        epochs = min(epochs, training["max_epochs"])
+        epochs = min(epochs, int(training["max_epochs"]))
     fit = FitConfig(
         epochs=epochs,
-        patience=training.get("patience") or merged.get("patience", 10),
-        accumulation=training.get("accumulation") or merged.get("accumulation", 1),
-        grad_clip=merged.get("grad_clip"),
+        patience=int(training.get("patience") or recipe["patience"]),
+        accumulation=int(training.get("accumulation") or recipe.get("accumulation") or 1),
+        grad_clip=recipe.get("grad_clip"),
         monitor=training.get("monitor", "f1_macro"),
-        min_epochs=training.get("min_epochs", merged.get("min_epochs", 0)),
-        seed=training.get("seed", 0),
-        bf16=training.get("bf16", True),
+        min_epochs=int(training.get("min_epochs", 0)),
+        seed=int(training.get("seed", 0)),
+        bf16=bool(training.get("bf16", True)) and recipe.get("mixed_precision") == "bf16",
         max_patches=training.get("max_patches"),
     )
-    return HyperParameters(model=model, optimizer=optimizer, fit=fit)
+    return HyperParameters(model=recipe["model"], optimizer=recipe["optimizer"],
+                           scheduler=recipe["scheduler"], fit=fit)

@@ -61,8 +61,8 @@ def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: s
     hp = resolve("patient", model_name, overrides, training)
     seed_everything(hp.fit.seed)
     model = build_patient_model(model_name, emb_dim, len(classes), hp.model)
-    optimizer = build_optimizer(model, hp.optimizer)
-    scheduler = build_scheduler(optimizer, hp.optimizer, hp.fit.epochs)
+    optimizer = build_optimizer(model.parameters(), hp.optimizer)
+    scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
     context = {"class_weights": class_weights([i.label for i in parts["train"]], len(classes))}
     run_id = fingerprint("patient", model_name, hp.as_dict(), Path(split_csv).read_text(), emb_dim, classes,
                          Path(embeddings).stat().st_size)

@@ -94,8 +94,8 @@ def train_slide_fold(
         raise ValueError(f"model {model_name} needs a text bank")
     if not model.requires_text:
         text = None
-    optimizer = build_optimizer(model, hp.optimizer)
-    scheduler = build_scheduler(optimizer, hp.optimizer, hp.fit.epochs)
+    optimizer = build_optimizer(model.parameters(), hp.optimizer)
+    scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
 
     train_labels = [labels[s] for s in parts["train"]]
     context = {"class_weights": class_weights(train_labels, len(classes))}

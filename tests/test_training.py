@@ -1,0 +1,153 @@
+"""Training on a synthetic cohort: outputs, seeded determinism, resume after a kill, and no
+label reaching a model outside its loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hmf.tasks import get_task
+from hmf.training import loop
+from hmf.training.patient import aggregate_patient_fold, train_patient_fold
+from hmf.training.slide import SlideOutputs, train_slide_fold
+from synthetic import make_cohort
+
+TASK = get_task("camelyon17")
+FAST = {"max_epochs": 4, "patience": 10, "seed": 3}
+
+
+def _outputs(folder: Path) -> SlideOutputs:
+    return SlideOutputs(*(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt")))
+
+
+def _train(cohort, folder, model="meanpool", training=FAST, overrides=None, sheet=None):
+    out = _outputs(folder)
+    train_slide_fold(model, TASK, str(sheet or cohort["sheet"]), str(cohort["split"]), str(cohort["features"]), out,
+                     overrides=overrides, training=training,
+                     text_bank=str(cohort["text"]) if model == "hmf" else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+def test_slide_training_outputs(cohort, tmp_path):
+    out = _train(cohort, tmp_path)
+    preds = pd.read_csv(out.predictions)
+    split = pd.read_csv(cohort["split"])
+    test_patients = set(split.loc[split.split == "test", "patient_id"])
+    sheet = cohort["frame"]
+    assert set(preds["id"]) == set(sheet.loc[sheet.patient_id.isin(test_patients), "slide_id"])
+    log = pd.read_csv(out.train_log)
+    assert list(log["epoch"]) == [0, 1, 2, 3]
+    assert {"train_loss", "val_loss", "val_f1_macro", "seconds"} <= set(log.columns)
+    emb = torch.load(out.embeddings, weights_only=True)
+    assert len(emb["slide_ids"]) == len(sheet) and emb["embeddings"].shape[0] == len(sheet)
+    ckpt = torch.load(out.checkpoint, weights_only=True)
+    assert ckpt["model"] == "meanpool" and ckpt["classes"] == list(TASK.classes("slide"))
+    assert not Path(out.checkpoint).with_name("resume_state.pt").exists()
+
+
+def test_same_seed_same_predictions(cohort, tmp_path):
+    a = _train(cohort, tmp_path / "a", model="hmf", overrides={"model": {"dim": 32, "embed_dim": 64}})
+    b = _train(cohort, tmp_path / "b", model="hmf", overrides={"model": {"dim": 32, "embed_dim": 64}})
+    assert Path(a.predictions).read_bytes() == Path(b.predictions).read_bytes()
+    assert Path(a.train_log).read_text().count("\n") == Path(b.train_log).read_text().count("\n")
+
+
+def test_test_labels_do_not_change_predictions(cohort, tmp_path):
+    """Permuting the labels of the test slides handed to the loader changes no logit."""
+    sheet = cohort["frame"].copy()
+    split = pd.read_csv(cohort["split"])
+    test_patients = set(split.loc[split.split == "test", "patient_id"])
+    test_rows = sheet.patient_id.isin(test_patients)
+    permuted = sheet.copy()
+    classes = list(TASK.classes("slide"))
+    shifted = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+    permuted.loc[test_rows, "slide_label"] = permuted.loc[test_rows, "slide_label"].map(shifted)
+    assert (permuted.loc[test_rows, "slide_label"] != sheet.loc[test_rows, "slide_label"]).all()
+    permuted_csv = tmp_path / "permuted.csv"
+    permuted.to_csv(permuted_csv, index=False)
+    overrides = {"model": {"dim": 32, "embed_dim": 64}}
+    a = _train(cohort, tmp_path / "a", model="hmf", overrides=overrides)
+    b = _train(cohort, tmp_path / "b", model="hmf", overrides=overrides, sheet=permuted_csv)
+    pa, pb = pd.read_csv(a.predictions), pd.read_csv(b.predictions)
+    prob_cols = [c for c in pa.columns if c.startswith("prob_")]
+    pd.testing.assert_frame_equal(pa[["id", "pred_label", *prob_cols]], pb[["id", "pred_label", *prob_cols]])
+    assert list(pa["true_label"]) != list(pb["true_label"])  # the permutation did reach the loader
+    ea, eb = torch.load(a.embeddings, weights_only=True), torch.load(b.embeddings, weights_only=True)
+    assert torch.equal(ea["embeddings"], eb["embeddings"])
+
+
+def test_resume_after_interruption_matches_uninterrupted(cohort, tmp_path, monkeypatch):
+    training = {**FAST, "max_epochs": 6}
+    full = _train(cohort, tmp_path / "full", model="abmil", training=training)
+
+    real_fit = loop.fit
+
+    class Killed(RuntimeError):
+        pass
+
+    def interrupted_fit(*args, **kwargs):
+        def on_epoch(rows):
+            kwargs_on_epoch(rows)
+            if len(rows) == 3:
+                raise Killed("simulated kill after epoch 2")
+        kwargs_on_epoch = kwargs.pop("on_epoch")
+        return real_fit(*args, on_epoch=on_epoch, **kwargs)
+
+    import hmf.training.slide as slide_module
+
+    monkeypatch.setattr(slide_module, "fit", interrupted_fit)
+    with pytest.raises(Killed):
+        _train(cohort, tmp_path / "resumed", model="abmil", training=training)
+    state = tmp_path / "resumed" / "resume_state.pt"
+    assert state.exists() and not (tmp_path / "resumed" / "predictions.csv").exists()
+    monkeypatch.setattr(slide_module, "fit", real_fit)
+    resumed = _train(cohort, tmp_path / "resumed", model="abmil", training=training)
+    assert Path(resumed.predictions).read_bytes() == Path(full.predictions).read_bytes()
+    log_full, log_resumed = pd.read_csv(full.train_log), pd.read_csv(resumed.train_log)
+    pd.testing.assert_frame_equal(log_full.drop(columns="seconds"), log_resumed.drop(columns="seconds"))
+    assert not state.exists()
+
+
+def test_stale_resume_state_is_ignored(cohort, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save({"run_id": "another run"}, folder / "resume_state.pt")
+    out = _train(cohort, folder)
+    assert list(pd.read_csv(out.train_log)["epoch"]) == [0, 1, 2, 3]
+
+
+def test_patient_models_and_pn_rule(cohort, tmp_path):
+    slide = _train(cohort, tmp_path / "slide")
+    patient_dir = tmp_path / "patient"
+    train_patient_fold("hmf_patient", TASK, str(cohort["sheet"]), str(cohort["split"]), slide.embeddings,
+                       str(patient_dir / "checkpoint.pt"), str(patient_dir / "train_log.csv"),
+                       str(patient_dir / "predictions.csv"), training=FAST)
+    preds = pd.read_csv(patient_dir / "predictions.csv")
+    split = pd.read_csv(cohort["split"])
+    assert set(preds["id"]) == set(split.loc[split.split == "test", "patient_id"])
+    assert {f"prob_{c}" for c in TASK.classes("patient")} <= set(preds.columns)
+
+    rule = aggregate_patient_fold("pn_rule", TASK, str(cohort["sheet"]), str(cohort["split"]), slide.predictions,
+                                  str(tmp_path / "pn.csv"))
+    slides = pd.read_csv(slide.predictions)
+    from hmf.tasks import pn_stage
+
+    for patient, row in rule.set_index("id").iterrows():
+        expected = pn_stage(list(slides.loc[slides.id.str.startswith(patient), "pred_label"]))
+        assert row["pred_label"] == expected
+
+
+def test_class_weights_from_training_fold():
+    from hmf.training.bags import class_weights
+
+    weights = class_weights([0, 0, 0, 1], 3)
+    assert weights[2] == 0 and weights[1] > weights[0]
+    assert torch.isclose(weights[:2].mean(), torch.tensor(1.0))
