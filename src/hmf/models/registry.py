@@ -1,0 +1,172 @@
+"""Model registry and each model's default training recipe (its paper's / official code's).
+
+``DEFAULTS[name]`` keys: ``model`` (constructor keyword arguments: sizes, dropout, variants),
+``optimizer`` and ``scheduler`` (specs for ``hmf.models.optim``), ``epochs`` (maximum),
+``patience`` (early stopping, epochs without improvement of the validation metric),
+``grad_clip`` (max gradient norm or None), ``accumulation`` (bags per optimiser step),
+``mixed_precision`` ("bf16" on CUDA or None). A config can override any key.
+``DEFAULTS["slide"][name]`` and ``DEFAULTS["patient"][name]``; ``training_defaults`` copies one.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+from torch import nn
+
+from hmf.models.abmil import ABMIL
+from hmf.models.acmil import ACMIL
+from hmf.models.dsmil import DSMIL
+from hmf.models.dtfd import DTFDMIL
+from hmf.models.gatmil import GATMIL
+from hmf.models.hmf_patient import HMFPatient
+from hmf.models.hmf_slide import HMFSlide
+from hmf.models.patient_aggregators import PoolingPatient
+from hmf.models.pooling import PoolingMIL
+from hmf.models.transmil import TransMIL
+
+
+def _recipe(model: dict, optimizer: dict, scheduler: dict | None = None, *, epochs: int, patience: int,
+            grad_clip: float | None = None, accumulation: int = 1, mixed_precision: str | None = None) -> dict:
+    return {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler or {"name": "none"},
+        "epochs": epochs,
+        "patience": patience,
+        "grad_clip": grad_clip,
+        "accumulation": accumulation,
+        "mixed_precision": mixed_precision,
+    }
+
+
+_ADAM_1E4 = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-5}
+_DTFD_MODEL = {"n_pseudo_bags": 4, "hidden": 512, "attn_hidden": 128, "dropout": 0.0}
+_DTFD_RECIPE = dict(
+    optimizer={"name": "adam", "lr": 1e-4, "weight_decay": 1e-4},
+    scheduler={"name": "multistep", "milestones": [100], "gamma": 0.2},
+    epochs=200, patience=20, grad_clip=5.0,
+)
+
+SLIDE_DEFAULTS: dict[str, dict] = {
+    "hmf": _recipe(
+        {"dim": 512, "embed_dim": 1024, "filter_ratio": 0.5, "max_kept": 16384, "bca_heads": 8, "bca_dropout": 0.25,
+         "encoder_layers": 2, "encoder_heads": 4, "encoder_ff": 1024, "temperature": 0.07,
+         "label_smoothing": 0.1, "focal_gamma": 2.0, "filter_loss_weight": 1.0},
+        {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
+        epochs=200, patience=10, accumulation=5, mixed_precision="bf16",
+    ),
+    "meanpool": _recipe({"pool": "mean", "hidden": 512, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
+    "maxpool": _recipe({"pool": "max", "hidden": 512, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
+    # ABMIL with CLAM's sizes and recipe (Adam 1e-4, wd 1e-5, up to 200 epochs, patience 20).
+    "abmil": _recipe({"hidden": 512, "attn_hidden": 256, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
+    "gatmil": _recipe(
+        {"hidden": 256, "heads": 4, "attn_hidden": 128, "dropout": 0.25, "graph": "grid", "k": 8},
+        dict(_ADAM_1E4), epochs=200, patience=20,
+    ),
+    # DSMIL: Adam betas (0.5, 0.9), wd 1e-3, cosine to 5e-6.
+    "dsmil": _recipe(
+        {"q_dim": 128, "passing_v": False, "dropout_v": 0.0},
+        {"name": "adam", "lr": 1e-4, "weight_decay": 1e-3, "betas": [0.5, 0.9]},
+        {"name": "cosine", "eta_min": 5e-6}, epochs=200, patience=20,
+    ),
+    # TransMIL: RAdam + Lookahead, lr 2e-4, wd 1e-5, max 200 epochs, patience 10.
+    "transmil": _recipe(
+        {"hidden": 512, "heads": 8, "dropout": 0.1},
+        {"name": "radam", "lr": 2e-4, "weight_decay": 1e-5, "lookahead": {"k": 5, "alpha": 0.5}},
+        epochs=200, patience=10,
+    ),
+    "dtfd_maxs": _recipe({"distill": "maxs", **_DTFD_MODEL}, **copy.deepcopy(_DTFD_RECIPE)),
+    "dtfd_maxmins": _recipe({"distill": "maxmins", **_DTFD_MODEL}, **copy.deepcopy(_DTFD_RECIPE)),
+    "dtfd_afs": _recipe({"distill": "afs", **_DTFD_MODEL}, **copy.deepcopy(_DTFD_RECIPE)),
+    # ACMIL: 5 branches, top-10 masking with drop 0.6, AdamW 1e-4 wd 1e-5, 50 epochs cosine.
+    "acmil": _recipe(
+        {"hidden": 512, "attn_hidden": 128, "n_branches": 5, "n_masked_patch": 10, "mask_drop": 0.6, "dropout": 0.0},
+        {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-5}, {"name": "cosine", "eta_min": 0.0},
+        epochs=50, patience=50,
+    ),
+}
+
+PATIENT_DEFAULTS: dict[str, dict] = {
+    "hmf_patient": _recipe(
+        {"heads": 8, "layers": 2, "ff_dim": 1024, "dropout": 0.1, "attn_hidden": [512, 256], "mlp_hidden": 256,
+         "max_nodes": 16, "label_smoothing": 0.1, "focal_gamma": 2.0},
+        {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
+        epochs=200, patience=10, accumulation=5,
+    ),
+    **{
+        f"{pool}pool": _recipe(
+            {"pool": pool, "dropout": 0.0, **({"attn_hidden": 256} if pool == "attn" else {})},
+            dict(_ADAM_1E4), epochs=100, patience=20,
+        )
+        for pool in ("mean", "max", "sum", "min", "attn")
+    },
+}
+
+# Slide and patient model names overlap (meanpool, maxpool), hence one table per level.
+DEFAULTS: dict[str, dict[str, dict]] = {"slide": SLIDE_DEFAULTS, "patient": PATIENT_DEFAULTS}
+SLIDE_MODELS = tuple(SLIDE_DEFAULTS)
+PATIENT_MODELS = tuple(PATIENT_DEFAULTS)
+
+_SLIDE_CLASSES: dict[str, type[nn.Module]] = {
+    "hmf": HMFSlide, "meanpool": PoolingMIL, "maxpool": PoolingMIL, "abmil": ABMIL, "gatmil": GATMIL,
+    "dsmil": DSMIL, "transmil": TransMIL, "dtfd_maxs": DTFDMIL, "dtfd_maxmins": DTFDMIL, "dtfd_afs": DTFDMIL,
+    "acmil": ACMIL,
+}
+_PATIENT_CLASSES: dict[str, type[nn.Module]] = {"hmf_patient": HMFPatient, **{
+    f"{pool}pool": PoolingPatient for pool in ("mean", "max", "sum", "min", "attn")}}
+# Keys fixed by the model name (the variant), not overridable from a config.
+_FIXED = {"meanpool": {"pool"}, "maxpool": {"pool"}, "dtfd_maxs": {"distill"}, "dtfd_maxmins": {"distill"},
+          "dtfd_afs": {"distill"}, **{f"{p}pool": {"pool"} for p in ("mean", "max", "sum", "min", "attn")}}
+
+
+def training_defaults(name: str, level: str = "slide") -> dict:
+    """A deep copy of a model's default recipe (``level`` 'slide' or 'patient')."""
+    table = SLIDE_DEFAULTS if level == "slide" else PATIENT_DEFAULTS if level == "patient" else None
+    if table is None:
+        raise ValueError(f"unknown level {level!r}: expected 'slide' or 'patient'")
+    if name not in table:
+        raise ValueError(f"unknown {level} model {name!r}: choose one of {sorted(table)}")
+    return copy.deepcopy(table[name])
+
+
+def _model_kwargs(name: str, defaults: dict, params: dict | None, cls: type) -> dict:
+    kwargs = copy.deepcopy(defaults)
+    params = dict(params or {})
+    fixed = _FIXED.get(name, set()) & set(params)
+    for key in fixed:
+        if params[key] != kwargs[key]:
+            raise ValueError(f"{name}: model parameter {key!r} is fixed to {kwargs[key]!r} by the model name")
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "in_dim", "emb_dim", "n_classes", "text_dim"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"{name}: unknown model parameters {sorted(unknown)} (allowed: {sorted(allowed)})")
+    kwargs.update(params)
+    if "attn_hidden" in kwargs and isinstance(kwargs["attn_hidden"], list):
+        kwargs["attn_hidden"] = tuple(kwargs["attn_hidden"])
+    return kwargs
+
+
+def build_slide_model(
+    name: str, in_dim: int, n_classes: int, params: dict | None = None, text_dim: int | None = None
+) -> nn.Module:
+    """A slide model by name; ``params`` overrides keys of ``DEFAULTS[name]['model']``."""
+    if name not in _SLIDE_CLASSES:
+        raise ValueError(f"unknown slide model {name!r}: choose one of {sorted(_SLIDE_CLASSES)}")
+    cls = _SLIDE_CLASSES[name]
+    kwargs = _model_kwargs(name, SLIDE_DEFAULTS[name]["model"], params, cls)
+    if cls is HMFSlide:
+        if text_dim is None:
+            raise ValueError("hmf: text_dim is required (width of the text embedding bank)")
+        return cls(in_dim, n_classes, text_dim=text_dim, **kwargs)
+    return cls(in_dim, n_classes, **kwargs)
+
+
+def build_patient_model(name: str, emb_dim: int, n_classes: int, params: dict | None = None) -> nn.Module:
+    """A trainable patient model by name (the pN rule is ``patient_aggregators.pn_rule_predict``)."""
+    if name not in _PATIENT_CLASSES:
+        raise ValueError(f"unknown patient model {name!r}: choose one of {sorted(_PATIENT_CLASSES)}")
+    cls = _PATIENT_CLASSES[name]
+    kwargs = _model_kwargs(name, PATIENT_DEFAULTS[name]["model"], params, cls)
+    return cls(emb_dim, n_classes, **kwargs)
