@@ -7,15 +7,28 @@
 #
 # config/config.yaml is the embedded demo; config/examples/ holds CAMELYON17 and TCGA configs.
 
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
 
 min_version("9.0")
+sys.path.insert(0, f"{workflow.basedir}/src")
+
+from hmf.config import ConfigError, validate_config
 
 
-configfile: "config/config.yaml"
+# The demo config is the default; a config given with --configfile replaces it (rather
+# than being merged over it, which would leak the demo's settings into a user's run).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
-validate(config, "config/schema/config.schema.yaml")
+try:
+    validate_config(config, f"{workflow.basedir}/config/schema/config.schema.yaml")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 include: "rules/common.smk"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from hmf.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema" / "config.schema.yaml")
@@ -22,14 +21,14 @@ def _load(path: Path) -> dict:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     config = _load(path)
-    validate(config, SCHEMA)
+    validate_config(config, SCHEMA)
     assert config["splits"]["k"] >= 2
     assert config["training"]["monitor"]
 
 
 def test_defaults_are_filled():
     config = {"dataset": {"name": "x", "task": "tcga_brca", "format": "generic", "sample_sheet": "s.csv"}}
-    validate(config, SCHEMA)
+    validate_config(config, SCHEMA)
     assert config["splits"]["k"] == 5
     assert config["features"]["encoder"] == "resnet50_trunc"
     assert config["preprocessing"]["preset"]
@@ -52,7 +51,7 @@ def test_defaults_are_filled():
 def test_bad_config_named(mutate, words):
     config = copy.deepcopy(_load(ROOT / "config" / "config.yaml"))
     mutate(config)
-    with pytest.raises(WorkflowError) as err:
-        validate(config, SCHEMA)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
     for word in words:
         assert word in str(err.value)
