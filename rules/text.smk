@@ -1,0 +1,68 @@
+# Class descriptions per label set (shipped bank or LLM) and their embeddings per text encoder.
+#
+# The prompts file is a cache: its output is marked update() so Snakemake does not delete it
+# before the job runs, and the job keeps it when its provenance matches the params below
+# (source, model, template sha256, classes). Changing one of them shows up as a params change
+# in `snakemake -n` and regenerates the file; otherwise hand edits are kept.
+
+import re
+
+from snakemake.exceptions import WorkflowError
+
+from hmf.text.prompts import cache_key, labelset_classes
+from hmf.text.settings import encoder_spec, text_settings
+
+try:
+    TEXT = text_settings(config.get("text"))
+    TEXT_LABELSETS = sorted(set(TASK.labelsets.values()))
+    encoder_spec(TEXT["encoder"], TEXT)
+    PROMPT_KEYS = {ls: cache_key(ls, labelset_classes(TASK, ls), TEXT) for ls in TEXT_LABELSETS}
+except (ValueError, FileNotFoundError) as err:
+    raise WorkflowError(f"config text: {err}") from None
+
+
+def _one_of(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+localrules:
+    prompts,
+
+
+rule prompts:
+    """Descriptions of every class of a label set, kept while source/model/template/classes are unchanged."""
+    output:
+        update(f"{R}/prompts/{{labelset}}.json"),
+    params:
+        source=lambda wc: PROMPT_KEYS[wc.labelset]["source"],
+        model=lambda wc: PROMPT_KEYS[wc.labelset]["model"],
+        template_sha256=lambda wc: PROMPT_KEYS[wc.labelset]["template_sha256"],
+        classes=lambda wc: PROMPT_KEYS[wc.labelset]["classes"],
+    wildcard_constraints:
+        labelset=_one_of(TEXT_LABELSETS),
+    log:
+        f"{LOGS}/prompts/{{labelset}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/prompts.py"
+
+
+rule encode_text:
+    """Embeddings of a label set's descriptions by one frozen text encoder (computed once)."""
+    input:
+        prompts=f"{R}/prompts/{{labelset}}.json",
+    output:
+        f"{R}/text/{{labelset}}/{{text_encoder}}.pt",
+    params:
+        encoder=lambda wc: encoder_spec(wc.text_encoder, TEXT),
+    wildcard_constraints:
+        labelset=_one_of(TEXT_LABELSETS),
+        text_encoder=_one_of(sorted(TEXT["encoders"])),
+    threads: 1
+    log:
+        f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/encode_text.py"

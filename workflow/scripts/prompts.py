@@ -1,0 +1,10 @@
+"""Write R/prompts/<labelset>.json (kept when its provenance matches the config)."""
+
+from hmf.logs import setup_logging
+
+setup_logging(snakemake.log[0])  # noqa: F821 (snakemake is injected by the script directive)
+
+from hmf.text.prompts import make_prompts  # noqa: E402
+
+make_prompts(snakemake.output[0], snakemake.wildcards.labelset, snakemake.params.classes,  # noqa: F821
+             snakemake.config.get("text"))  # noqa: F821
