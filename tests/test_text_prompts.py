@@ -109,6 +109,10 @@ def test_schema_defaults_match_the_code():
         validator.validate({"source": "wikipedia"})
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"llm": {"api_key": "sk-do-not-put-keys-here"}})
+    # the workflow's default-filling validator gives exactly the code's defaults
+    from hmf.config import validate_config
+
+    assert validate_config({}, ROOT / "config/schema/text.schema.yaml") == DEFAULTS
 
 
 def test_text_settings_keeps_builtin_encoders():
