@@ -144,3 +144,16 @@ def test_bad_specs_are_explained():
     opt = build_optimizer(p, {"name": "adam", "lr": 1e-3})
     with pytest.raises(ValueError, match="unknown scheduler"):
         build_scheduler(opt, {"name": "plateau"}, 10)
+
+
+def test_lookahead_follows_the_model_after_a_move():
+    """Slow weights are taken at the first step, so building the optimiser before ``model.to``
+    (device or dtype) is fine."""
+    model = torch.nn.Linear(3, 1)
+    opt = build_optimizer(model.parameters(), training_defaults("transmil")["optimizer"])
+    model.double()
+    for _ in range(6):
+        opt.zero_grad()
+        model(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
+        opt.step()
+    assert all(s.dtype == torch.float64 for s in opt.slow)

@@ -259,3 +259,21 @@ def test_class_weights_scale_the_loss():
     assert torch.allclose(weighted, 3 * base)
     with pytest.raises(ValueError, match="class_weights"):
         model.loss(out, torch.tensor(1), {"class_weights": torch.ones(3)})
+
+
+@pytest.mark.parametrize("name", SLIDE_MODELS)
+def test_runs_under_bf16_autocast(name):
+    """The training loop autocasts to bf16 on CUDA; CPU autocast exercises the same dtype mixing."""
+    torch.manual_seed(0)
+    model = build(name, 4)
+    text, prompt_classes = text_bank(4)
+    g = torch.Generator().manual_seed(0)
+    x, coords = torch.randn(30, D), grid_coords(30, g)
+    for training in (True, False):
+        model.train(training)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, coords, text)
+            loss = model.loss(out, torch.tensor(2), context(4, prompt_classes))
+        assert torch.isfinite(loss.float())
+        if training:
+            loss.backward()

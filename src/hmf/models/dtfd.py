@@ -77,7 +77,7 @@ class DTFDMIL(SlideModel):
             sub = h[index]
             logits, pooled, weights = self.tier1(sub)
             tier1_logits.append(logits)
-            attention[index] = weights.detach()
+            attention[index] = weights.detach().to(attention.dtype)
             if self.distill == "afs":
                 distilled.append(pooled.unsqueeze(0))
                 continue

@@ -38,13 +38,16 @@ class Lookahead(Optimizer):
         self.param_groups = optimizer.param_groups
         self.defaults = optimizer.defaults
         self.steps = 0
-        self.slow = [p.detach().clone() for p in self._params()]
+        # Slow weights are taken at the first step, after the model has moved to its device.
+        self.slow: list[torch.Tensor] | None = None
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
     @torch.no_grad()
     def step(self, closure=None):
+        if self.slow is None:
+            self.slow = [p.detach().clone() for p in self._params()]
         loss = self.optimizer.step(closure)
         self.steps += 1
         if self.steps % self.k == 0:
@@ -57,14 +60,17 @@ class Lookahead(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
-        return {"inner": self.optimizer.state_dict(), "slow": [s.clone() for s in self.slow], "steps": self.steps}
+        slow = None if self.slow is None else [s.clone() for s in self.slow]
+        return {"inner": self.optimizer.state_dict(), "slow": slow, "steps": self.steps}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.optimizer.load_state_dict(state_dict["inner"])
         self.param_groups = self.optimizer.param_groups
-        with torch.no_grad():
-            for slow, saved in zip(self.slow, state_dict["slow"]):
-                slow.copy_(saved)
+        saved = state_dict["slow"]
+        params = self._params()
+        if saved is not None and len(saved) != len(params):
+            raise ValueError(f"lookahead state has {len(saved)} slow weights, the optimiser has {len(params)} parameters")
+        self.slow = None if saved is None else [s.detach().to(p.device, p.dtype).clone() for s, p in zip(saved, params)]
         self.steps = int(state_dict["steps"])
 
 
