@@ -277,3 +277,29 @@ def test_runs_under_bf16_autocast(name):
         assert torch.isfinite(loss.float())
         if training:
             loss.backward()
+
+
+def test_nystrom_attention_matches_exact_attention_with_one_landmark_per_token():
+    from hmf.models.transmil import NystromAttention, iterative_pinv
+
+    torch.manual_seed(0)
+    kernel = torch.softmax(torch.randn(2, 16, 16), -1)
+    assert (kernel @ iterative_pinv(kernel) @ kernel - kernel).abs().max() < 0.05
+    attention = NystromAttention(32, 4, landmarks=20, dropout=0.0).eval()
+    torch.nn.init.zeros_(attention.residual.weight)
+    x = torch.randn(20, 32)
+    q, k, v = (t.reshape(-1, 4, 8).transpose(0, 1) for t in attention.qkv(x).chunk(3, -1))
+    exact = torch.softmax(q @ k.transpose(1, 2) / 8**0.5, -1) @ v
+    exact = attention.out(exact.transpose(0, 1).reshape(20, -1))
+    with torch.no_grad():
+        assert (attention(x) - exact).abs().max() < 0.05
+        assert attention(torch.randn(45, 32)).shape == (45, 32)  # padded to a multiple of the landmarks
+
+
+def test_transmil_exact_attention_variant():
+    torch.manual_seed(0)
+    model = build("transmil", 3, attention="sdpa")
+    out = model(torch.randn(11, D))
+    assert out["logits"].shape == (3,)
+    with pytest.raises(ValueError, match="nystrom"):
+        build("transmil", 3, attention="linear")

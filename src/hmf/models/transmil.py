@@ -1,8 +1,10 @@
 """TransMIL (Shao et al., NeurIPS 2021): fc -> class token -> TransLayer -> PPEG -> TransLayer ->
 LayerNorm -> head on the class token.
 
-The self-attention is exact multi-head attention through ``scaled_dot_product_attention``
-(fused kernels, no N x N matrix held in memory) in place of the paper's Nystrom approximation.
+Self-attention is the paper's Nystrom approximation (``attention="nystrom"``: dim/2 landmarks,
+6 iterations of the Moore-Penrose pseudo-inverse, depthwise residual convolution over values,
+Xiong et al., AAAI 2021), or exact attention through ``scaled_dot_product_attention``
+(``attention="sdpa"``: fused kernels, no N x N matrix held in memory).
 """
 
 from __future__ import annotations
@@ -10,23 +12,78 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hmf.models.base import SlideModel
 from hmf.models.layers import MultiHeadAttention
 
 
+def iterative_pinv(x: torch.Tensor, iterations: int = 6) -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse of softmax matrices (..., m, m) by the iteration of
+    Razavi et al. (2014), as used by Nystromformer."""
+    abs_x = x.abs()
+    z = x.transpose(-1, -2) / (abs_x.sum(-1).max() * abs_x.sum(-2).max())
+    eye = torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+    for _ in range(iterations):
+        xz = x @ z
+        z = 0.25 * z @ (13 * eye - xz @ (15 * eye - xz @ (7 * eye - xz)))
+    return z
+
+
+class NystromAttention(nn.Module):
+    """Nystrom self-attention over (N, dim) tokens with ``landmarks`` segment-mean landmarks."""
+
+    def __init__(self, dim: int, heads: int, landmarks: int, dropout: float, pinv_iterations: int = 6,
+                 residual_kernel: int = 33):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim, self.landmarks = heads, dim // heads, landmarks
+        self.pinv_iterations = pinv_iterations
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.residual = nn.Conv2d(heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0),
+                                  groups=heads, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, m = x.shape[0], self.landmarks
+        pad = (m - n % m) % m
+        x = F.pad(x, (0, 0, pad, 0))  # zero tokens in front, as in the reference implementation
+        q, k, v = (t.reshape(-1, self.heads, self.head_dim).transpose(0, 1) for t in self.qkv(x).chunk(3, -1))
+        q = q * self.head_dim**-0.5
+        per_landmark = x.shape[0] // m
+        q_land = q.reshape(self.heads, m, per_landmark, self.head_dim).mean(2)
+        k_land = k.reshape(self.heads, m, per_landmark, self.head_dim).mean(2)
+        kernel1 = torch.softmax(q @ k_land.transpose(1, 2), dim=-1)  # (h, N, m)
+        kernel2 = torch.softmax(q_land @ k_land.transpose(1, 2), dim=-1)  # (h, m, m)
+        kernel3 = torch.softmax(q_land @ k.transpose(1, 2), dim=-1)  # (h, m, N)
+        out = (kernel1 @ iterative_pinv(kernel2, self.pinv_iterations)) @ (kernel3 @ v)
+        out = out + self.residual(v.unsqueeze(0))[0]
+        out = out.transpose(0, 1).reshape(x.shape[0], -1)
+        return self.out(out)[pad:]
+
+
+class SDPASelfAttention(MultiHeadAttention):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, x)
+
+
 class TransLayer(nn.Module):
     """Pre-norm self-attention with a residual connection."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, attention: str = "nystrom"):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout)
+        if attention == "nystrom":
+            self.attn = NystromAttention(dim, heads, landmarks=max(1, dim // 2), dropout=dropout)
+        elif attention == "sdpa":
+            self.attn = SDPASelfAttention(dim, heads, dropout)
+        else:
+            raise ValueError(f"transmil: attention must be 'nystrom' or 'sdpa', got {attention!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(x)
-        return x + self.attn(y, y)
+        return x + self.attn(self.norm(x))
 
 
 class PPEG(nn.Module):
@@ -45,13 +102,14 @@ class PPEG(nn.Module):
 
 
 class TransMIL(SlideModel):
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 512, heads: int = 8, dropout: float = 0.1):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 512, heads: int = 8, dropout: float = 0.1,
+                 attention: str = "nystrom"):
         super().__init__("transmil", in_dim, n_classes)
         self.fc = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, hidden))
-        self.layer1 = TransLayer(hidden, heads, dropout)
+        self.layer1 = TransLayer(hidden, heads, dropout, attention)
         self.ppeg = PPEG(hidden)
-        self.layer2 = TransLayer(hidden, heads, dropout)
+        self.layer2 = TransLayer(hidden, heads, dropout, attention)
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, n_classes)
 
