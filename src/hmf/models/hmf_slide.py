@@ -150,9 +150,8 @@ class HMFSlide(SlideModel):
         bca = torch.zeros(n, device=features.device, dtype=text_to_image.dtype)
         out["bca_attention"] = bca.index_copy(0, kept, text_to_image.sum(0).detach())
 
-        # 5. Normalised projections for the contrastive loss.
-        image_vectors = F.normalize(self.image_proj(image_cross), dim=-1)
-        out["slide_vector"] = F.normalize(image_vectors.mean(0), dim=0)
+        # 5. Normalised projections for the contrastive loss: slide vector = mean of I', projected.
+        out["slide_vector"] = F.normalize(self.image_proj(image_cross.mean(0)), dim=0)
         out["text_vectors"] = F.normalize(self.text_proj(text_cross), dim=-1)
 
         # 6. Classifier.
