@@ -2,7 +2,8 @@
 
 Slide embeddings (plus a learned bias per lymph-node position when node indices are known) go
 through a 2-layer transformer encoder over the slides, attention pooling (emb->512 tanh
-->256 tanh ->1, softmax over slides), a residual MLP (emb->256->emb), LayerNorm and a linear head. Loss: CE (label smoothing) + focal with learned uncertainty weights.
+->256 tanh ->1, softmax over slides), a residual MLP (emb->256->emb), LayerNorm and a linear
+head. Loss: CE (label smoothing) + focal with learned uncertainty weights.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ class HMFPatient(nn.Module):
         nn.init.normal_(self.node_bias.weight, std=0.02)
         self.encoder = TransformerEncoder(emb_dim, heads, ff_dim, layers, dropout)
         a1, a2 = attn_hidden
-        self.attention = nn.Sequential(nn.Linear(emb_dim, a1), nn.Tanh(), nn.Linear(a1, a2), nn.Tanh(), nn.Linear(a2, 1))
-        self.mlp = nn.Sequential(nn.Linear(emb_dim, mlp_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, emb_dim))
+        self.attention = nn.Sequential(
+            nn.Linear(emb_dim, a1), nn.Tanh(), nn.Linear(a1, a2), nn.Tanh(), nn.Linear(a2, 1)
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(emb_dim, mlp_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, emb_dim)
+        )
         self.norm = nn.LayerNorm(emb_dim)
         self.head = nn.Linear(emb_dim, n_classes)
         self.classification_loss = FocalCELoss(n_classes, label_smoothing, focal_gamma)
