@@ -31,6 +31,9 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -43,10 +46,14 @@ include: "rules/preprocess.smk"
 include: "rules/text.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 localrules:
     all,
+    heatmaps,
+    figures,
+    report_inputs,
     features,
     tables,
     evaluate,

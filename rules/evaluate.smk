@@ -7,7 +7,13 @@ rule evaluate:
         f"{R}/{{level}}/{{model}}/fold_{{fold}}/predictions.csv",
     output:
         metrics=f"{R}/{{level}}/{{model}}/fold_{{fold}}/metrics.json",
-        confusion=f"{R}/{{level}}/{{model}}/fold_{{fold}}/confusion.png",
+        confusion=report(
+            f"{R}/{{level}}/{{model}}/fold_{{fold}}/confusion.png",
+            caption="../workflow/report/confusion.rst",
+            category="Confusion matrices",
+            subcategory="{level} level",
+            labels={"model": "{model}", "fold": "{fold}"},
+        ),
     params:
         classes=lambda wc: list(TASK.classes(wc.level)),
         ordinal=lambda wc: wc.level in TASK.ordinal,
@@ -25,9 +31,19 @@ rule table:
     input:
         lambda wc: fold_outputs(wc.level, "metrics.json"),
     output:
-        csv=f"{R}/tables/{{level}}.csv",
+        csv=report(
+            f"{R}/tables/{{level}}.csv",
+            caption="../workflow/report/table_csv.rst",
+            category="Result tables",
+            labels={"level": "{level}", "format": "CSV"},
+        ),
         md=f"{R}/tables/{{level}}.md",
-        png=f"{R}/tables/{{level}}.png",
+        png=report(
+            f"{R}/tables/{{level}}.png",
+            caption="../workflow/report/table_figure.rst",
+            category="Result tables",
+            labels={"level": "{level}", "format": "figure"},
+        ),
     params:
         models=lambda wc: models_of(wc.level),
         folds=FOLDS,
