@@ -203,3 +203,23 @@ def test_local_gpu_profile_runs_two_gpu_jobs_at_once_on_different_cards(tmp_path
         for b in jobs[i + 1:]:
             if a["started"] < b["finished"] and b["started"] < a["finished"]:
                 assert a["device"] != b["device"], (a, b)
+
+
+def test_read_only_lock_file_of_another_user_still_locks(fake_env, monkeypatch):
+    monkeypatch.setenv("HMF_FAKE_GPUS", "1")
+    fake_env.mkdir()
+    lock = fake_env / "gpu0.lock"
+    lock.write_text("")
+    lock.chmod(0o444)
+    real_open = os.open
+
+    def open_as_other_user(path, flags, *args):  # root ignores file modes: emulate the refusal
+        if str(path) == str(lock) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(devices.os, "open", open_as_other_user)
+    with claim_device() as claim:
+        assert claim.device == "cuda:0"
+        with pytest.raises(DeviceClaimTimeout):
+            claim_device(timeout_s=0.2)

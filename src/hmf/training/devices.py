@@ -155,7 +155,13 @@ def _lock_file_name(physical_id: str) -> str:
 
 def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive lock on ``path``, or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        writable = True
+    except PermissionError:
+        # Another user's lock file in a shared lock folder: flock works on a read-only fd.
+        fd = os.open(path, os.O_RDONLY)
+        writable = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -163,9 +169,9 @@ def _try_lock(path: Path) -> int | None:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return None
         raise
-    # Who holds the card, for anyone inspecting the lock folder.
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.3f}\n".encode())
+    if writable:  # who holds the card, for anyone inspecting the lock folder
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.3f}\n".encode())
     return fd
 
 
