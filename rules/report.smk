@@ -20,29 +20,29 @@ except (ConfigError, ValueError) as err:
     raise WorkflowError(f"config report: {err}") from None
 
 
-def heatmap_outputs():
-    return [f"{R}/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS
-            for name in (f"{slide}.png", f"top_patches/{slide}.png")]
-
-
-def curve_outputs():
-    """A curves.png per trained model and fold (the pN rule and mean_prob are not trained)."""
-    return [f"{R}/{level}/{model}/fold_{fold}/curves.png" for level in levels() for model in models_of(level)
-            if model not in UNTRAINED_PATIENT_MODELS for fold in FOLDS]
-
-
-def report_outputs():
-    """Every file the report shows (besides the QC pictures and tables of the other rules)."""
-    return [
-        *table_outputs(),
-        *[f"{R}/tables/{level}.html" for level in levels()],
-        *[path for level in levels() for path in fold_outputs(level, "confusion.png")],
-        *curve_outputs(),
-        *heatmap_outputs(),
-        f"{R}/qc/summary.csv",
-        *expand(f"{R}/masks/{{slide}}.jpg", slide=SLIDE_IDS),
-        *expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
-    ]
+# Outputs per target, fixed at parse time.
+HEATMAP_OUTPUTS = [
+    f"{R}/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS for name in (f"{slide}.png", f"top_patches/{slide}.png")
+]
+# A curves.png per trained model and fold (the pN rule and mean_prob are not trained).
+CURVE_OUTPUTS = [
+    f"{R}/{level}/{model}/fold_{fold}/curves.png"
+    for level in levels()
+    for model in models_of(level)
+    if model not in UNTRAINED_PATIENT_MODELS
+    for fold in FOLDS
+]
+# Every file the report shows.
+REPORT_OUTPUTS = [
+    *table_outputs(),
+    *[f"{R}/tables/{level}.html" for level in levels()],
+    *[path for level in levels() for path in fold_outputs(level, "confusion.png")],
+    *CURVE_OUTPUTS,
+    *HEATMAP_OUTPUTS,
+    f"{R}/qc/summary.csv",
+    *expand(f"{R}/masks/{{slide}}.jpg", slide=SLIDE_IDS),
+    *expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
+]
 
 
 localrules:
@@ -136,17 +136,17 @@ rule table_html:
 rule heatmaps:
     """Attention heatmaps of the configured (or default) slides, every fold."""
     input:
-        heatmap_outputs(),
+        HEATMAP_OUTPUTS,
 
 
 rule figures:
     """Training curves of every trained model and fold, and the attention heatmaps."""
     input:
-        curve_outputs(),
-        heatmap_outputs(),
+        CURVE_OUTPUTS,
+        HEATMAP_OUTPUTS,
 
 
 rule report_inputs:
     """Everything `snakemake --report` shows: QC, tables, confusion matrices, curves, heatmaps."""
     input:
-        report_outputs(),
+        REPORT_OUTPUTS,
