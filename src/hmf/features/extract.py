@@ -1,0 +1,299 @@
+"""Patch features of one slide: read patches in worker processes, encode them in batches.
+
+Each DataLoader worker opens its own OpenSlide handle (``Slide`` reopens lazily per process).
+The model runs channels-last under ``torch.inference_mode``; on CUDA with bf16 autocast, on
+the CPU in fp32. Outputs are written under temporary names and renamed when complete, so a
+killed job leaves nothing that looks finished, and a rerun recomputes the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hmf.atomic import atomic_path, write_json
+from hmf.features.encoders import Encoder, EncoderError, EncoderSettings, build_encoder
+from hmf.wsi.patching import read_coords
+from hmf.wsi.slide import Slide, SlideError, open_slide
+
+log = logging.getLogger(__name__)
+
+
+CPU_BATCH = 8      # small batches keep ResNet activations in cache: fastest per patch on CPUs
+CUDA_BATCH = 128
+# Freezing the model with TorchScript fuses conv+ReLU(+add) for oneDNN (~10% faster on CPU)
+# but costs a few seconds, so "auto" does it only for slides with at least this many patches.
+JIT_MIN_PATCHES = 1024
+
+
+class FeaturesConfigError(ValueError):
+    """A ``features:`` config value is unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    device: str = "auto"          # auto | cpu | cuda | cuda:<i>
+    batch_size: int | str = "auto"  # auto: 8 on CPU (cache-friendly), 128 on CUDA
+    num_workers: int | str = "auto"  # reader processes; auto: 1 on CPU, up to 8 on CUDA
+    num_threads: int = 0          # torch CPU threads; 0: the job's threads / all cores
+    cpu_optimize: str = "auto"    # auto | jit | none: TorchScript-freeze the model on CPU
+    progress_interval_s: float = 10.0
+
+    def batch_for(self, device: torch.device) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return CUDA_BATCH if device.type == "cuda" else CPU_BATCH
+
+
+_ENCODER_KEYS = {f.name for f in fields(EncoderSettings)}
+_RUNTIME_KEYS = {f.name for f in fields(RuntimeSettings)}
+
+
+def resolve_features(config: dict | None) -> tuple[EncoderSettings, RuntimeSettings]:
+    """Split and validate the ``features:`` config section."""
+    config = dict(config or {})
+    unknown = set(config) - _ENCODER_KEYS - _RUNTIME_KEYS
+    if unknown:
+        raise FeaturesConfigError(
+            f"features: unknown key(s) {sorted(unknown)}; allowed: {sorted(_ENCODER_KEYS | _RUNTIME_KEYS)}"
+        )
+    enc = {k: v for k, v in config.items() if k in _ENCODER_KEYS}
+    for key in ("mean", "std"):
+        if enc.get(key) is not None:
+            enc[key] = tuple(float(v) for v in enc[key])
+    if enc.get("weights") is not None:
+        enc["weights"] = str(enc["weights"])
+    enc["model_kwargs"] = dict(enc.get("model_kwargs") or {})
+    encoder = replace(EncoderSettings(), **enc)
+    runtime = replace(RuntimeSettings(), **{k: v for k, v in config.items() if k in _RUNTIME_KEYS})
+    if runtime.batch_size != "auto" and (not isinstance(runtime.batch_size, int) or runtime.batch_size < 1):
+        raise FeaturesConfigError(f"features.batch_size={runtime.batch_size!r}: use 'auto' or an integer >= 1")
+    if runtime.cpu_optimize not in ("auto", "jit", "none"):
+        raise FeaturesConfigError(f"features.cpu_optimize={runtime.cpu_optimize!r}: use auto, jit or none")
+    if runtime.num_workers != "auto" and (not isinstance(runtime.num_workers, int) or runtime.num_workers < 0):
+        raise FeaturesConfigError(f"features.num_workers={runtime.num_workers!r}: use 'auto' or an integer >= 0")
+    if runtime.num_threads < 0:
+        raise FeaturesConfigError(f"features.num_threads={runtime.num_threads}: must be >= 0")
+    return encoder, runtime
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` takes the first visible GPU when there is one, else the CPU."""
+    requested = str(requested).strip().lower()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "gpu":
+        requested = "cuda"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise FeaturesConfigError(f"features.device={requested}: no CUDA device is visible on this machine")
+        device = torch.device(requested)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FeaturesConfigError(
+                f"features.device={requested}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        return device
+    raise FeaturesConfigError(f"features.device={requested!r}: use auto, cpu, cuda or cuda:<index>")
+
+
+class PatchDataset(Dataset):
+    """Patches of one slide at ``patch_level`` and ``patch_size``, preprocessed by ``transform``."""
+
+    def __init__(self, slide: Slide, coords: np.ndarray, patch_level: int, patch_size: int, transform):
+        self.slide = slide
+        self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        self.patch_level = int(patch_level)
+        self.patch_size = int(patch_size)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        x, y = self.coords[index]
+        rgb = self.slide.read_region((x, y), self.patch_level, (self.patch_size, self.patch_size))
+        return self.transform(Image.fromarray(rgb))
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Readers decode and resize; leave the cores' threads to the model.
+    torch.set_num_threads(1)
+
+
+def _num_workers(runtime: RuntimeSettings, device: torch.device, n_patches: int) -> int:
+    if runtime.num_workers != "auto":
+        return int(runtime.num_workers)
+    if n_patches <= runtime.batch_for(device):
+        return 0
+    if device.type == "cuda":
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 1
+
+
+def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettings, n_patches: int,
+                  batch_size: int):
+    """The encoder in eval mode, channels-last on ``device``; TorchScript-frozen on the CPU
+    when ``cpu_optimize`` asks for it (``auto``: slides with many patches)."""
+    import warnings
+
+    model = encoder.module.to(device).to(memory_format=torch.channels_last).eval()
+    use_jit = device.type == "cpu" and (
+        runtime.cpu_optimize == "jit" or (runtime.cpu_optimize == "auto" and n_patches >= JIT_MIN_PATCHES))
+    if not use_jit:
+        return model
+    example = torch.zeros(batch_size, 3, encoder.input_size, encoder.input_size).contiguous(
+        memory_format=torch.channels_last)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notices
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+        return frozen
+    except Exception as err:  # not traceable: run it eagerly
+        log.warning("TorchScript freezing of %s failed (%s); running it eagerly", encoder.name, err)
+        return model
+
+
+def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device, runtime: RuntimeSettings,
+                   progress=None, model=None) -> torch.Tensor:
+    """Features (N, dim) float32 on the CPU for every patch of ``dataset``, in order.
+
+    ``model``: the encoder already made ready by :func:`prepare_model` (else done here).
+    """
+    from tqdm import tqdm
+
+    n = len(dataset)
+    if n == 0:
+        return torch.zeros((0, encoder.dim), dtype=torch.float32)
+    batch_size = runtime.batch_for(device)
+    if model is None:
+        model = prepare_model(encoder, device, runtime, n, batch_size)
+    workers = _num_workers(runtime, device, n)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    out = torch.empty((n, encoder.dim), dtype=torch.float32)
+    done = 0
+    bar = tqdm(total=n, unit="patch", file=progress, mininterval=runtime.progress_interval_s,
+               desc=f"{dataset.slide.name} features", dynamic_ncols=False, ascii=True)
+    with torch.inference_mode(), bar:
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with autocast:
+                features = model(batch)
+            out[done:done + len(batch)] = features.float().cpu()
+            done += len(batch)
+            bar.update(len(batch))
+    if not torch.isfinite(out).all():
+        raise RuntimeError(f"slide {dataset.slide.name}: the encoder produced non-finite features")
+    return out
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Delete temporary files an earlier, killed run left beside ``path``."""
+    for stale in path.parent.glob(f".{path.stem}.*.part{path.suffix}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def write_feature_files(out_h5: str | os.PathLike, out_pt: str | os.PathLike, features: torch.Tensor,
+                        coords: np.ndarray, coords_attrs: dict, encoder: Encoder, extra_attrs: dict) -> None:
+    """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features)."""
+    features = features.to(torch.float32).contiguous()
+    with atomic_path(out_h5) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("features", data=features.numpy())
+            dset = fh.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
+            for key, value in coords_attrs.items():
+                if key != "seconds":  # keeps the file a pure function of its inputs
+                    dset.attrs[key] = value
+            fh.attrs["encoder"] = encoder.name
+            fh.attrs["weights"] = encoder.weights
+            fh.attrs["dim"] = int(encoder.dim)
+            fh.attrs["input_size"] = int(encoder.input_size)
+            for key, value in extra_attrs.items():
+                fh.attrs[key] = value
+    with atomic_path(out_pt) as tmp:
+        torch.save(features.clone(), tmp)
+
+
+def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLike, out_h5: str | os.PathLike,
+                     out_pt: str | os.PathLike, features: dict | None = None, slide_id: str | None = None,
+                     mpp: float | None = None, stats_json: str | os.PathLike | None = None,
+                     log_file: str | None = None, threads: int | None = None) -> dict:
+    """Encode every patch listed in ``patches_h5`` and write the feature files of one slide.
+
+    ``features`` is the ``features:`` config section; ``threads`` the job's thread count
+    (used when ``features.num_threads`` is 0); ``log_file`` receives the progress bar.
+    Returns the stats (also written to ``stats_json`` when given).
+    """
+    from hmf.logs import progress_stream
+
+    start = time.perf_counter()
+    enc_settings, runtime = resolve_features(features)
+    out_h5, out_pt = Path(out_h5), Path(out_pt)
+    for path in (out_h5, out_pt):
+        _remove_stale_parts(path)
+    coords, coords_attrs = read_coords(patches_h5)
+    slide_id = slide_id or str(coords_attrs.get("name") or Path(slide_path).stem)
+    n_threads = runtime.num_threads or threads or 0
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    device = resolve_device(runtime.device)
+    encoder = build_encoder(enc_settings)
+    slide = open_slide(slide_path, name=slide_id, mpp=mpp)
+    dataset = PatchDataset(slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]),
+                           encoder.transform)
+    log.info("slide %s: %d patches, encoder %s (%s), device %s, batch %d, %d torch thread(s)",
+             slide_id, len(coords), encoder.name, encoder.weights, device, runtime.batch_for(device),
+             torch.get_num_threads())
+    stream = progress_stream(log_file)
+    try:
+        encode_start = time.perf_counter()
+        feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
+        encode_seconds = time.perf_counter() - encode_start
+    finally:
+        slide.close()
+        if log_file:
+            stream.close()
+    write_feature_files(out_h5, out_pt, feats, coords, coords_attrs, encoder,
+                        {"slide_id": slide_id, "patch_level": int(coords_attrs["patch_level"]),
+                         "patch_size": int(coords_attrs["patch_size"])})
+    seconds = time.perf_counter() - start
+    stats = {
+        "slide_id": slide_id,
+        "n_patches": int(len(coords)),
+        "encoder": encoder.name,
+        "weights": encoder.weights,
+        "dim": int(encoder.dim),
+        "device": str(device),
+        "batch_size": runtime.batch_for(device),
+        "threads": torch.get_num_threads(),
+        "seconds_encode": encode_seconds,
+        "patches_per_s": (len(coords) / encode_seconds) if len(coords) and encode_seconds > 0 else None,
+        "seconds": seconds,
+    }
+    if stats_json:
+        write_json(stats_json, stats)
+    log.info("slide %s: %d x %d features in %.1f s", slide_id, len(coords), encoder.dim, seconds)
+    return stats
+
+
+__all__ = ["EncoderError", "FeaturesConfigError", "SlideError", "extract_features", "resolve_features",
+           "resolve_device", "encode_patches", "PatchDataset", "write_feature_files"]
