@@ -10,11 +10,14 @@ switch turned on. Skipped only when not root or when the packages cannot be inst
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +37,16 @@ def slurm_cluster(tmp_path_factory):
     """Start the test cluster; always stop it afterwards. Yields the client environment."""
     if os.geteuid() != 0:
         pytest.skip("the SLURM test starts slurmctld/slurmd and needs root")
+    # One test cluster per machine at a time: the ports and /etc/slurm links are shared.
+    machine_lock = open(Path(tempfile.gettempdir()) / "hmf-slurm-test.lock", "w")
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            fcntl.flock(machine_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "another SLURM test cluster is still running"
+            time.sleep(2)
     state_dir = tmp_path_factory.mktemp("slurm-state")
     env = dict(os.environ, HMF_SLURM_DIR=str(state_dir))
     try:
@@ -46,6 +59,7 @@ def slurm_cluster(tmp_path_factory):
         yield dict(env, SLURM_CONF=slurm_conf)
     finally:
         subprocess.run(["bash", str(SLURM_DIR / "stop.sh")], env=env, capture_output=True, timeout=120)
+        machine_lock.close()
 
 
 def _test_profile(folder: Path, prefix: str) -> Path:
