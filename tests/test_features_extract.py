@@ -166,3 +166,20 @@ def test_slide_without_patches_gets_empty_feature_files(aperio_slide, coords_sub
     features, coords = read_features(tmp_path / "f.h5")
     assert features.shape == (0, 1024) and coords.shape == (0, 2)
     assert torch.load(tmp_path / "f.pt", weights_only=True).shape == (0, 1024)
+
+
+def test_device_claims(monkeypatch, tmp_path):
+    from hmf.features.extract import claimed_device
+
+    monkeypatch.setenv("HMF_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    with claimed_device("cpu") as device:
+        assert device.type == "cpu"
+    monkeypatch.setenv("HMF_FAKE_GPUS", "1")  # a simulated card is locked, the work stays on the CPU
+    with claimed_device("auto") as device:
+        assert device.type == "cpu"
+        assert (tmp_path / "locks" / "gpu0.lock").exists()
+    monkeypatch.setenv("HMF_FAKE_GPUS", "0")
+    if not torch.cuda.is_available():
+        with pytest.raises(FeaturesConfigError, match="features.device=cuda"):
+            with claimed_device("cuda"):
+                pass

@@ -107,6 +107,32 @@ def resolve_device(requested: str) -> torch.device:
     raise FeaturesConfigError(f"features.device={requested!r}: use auto, cpu, cuda or cuda:<index>")
 
 
+@contextlib.contextmanager
+def claimed_device(requested: str):
+    """The device to run on, holding an exclusive GPU lock while the block runs.
+
+    ``auto``/``cuda``/``gpu`` claim a free visible card through
+    :func:`hmf.training.devices.claim_device`, so concurrent jobs never share one; an
+    explicit ``cuda:<i>`` or ``cpu`` is used as given.
+    """
+    requested = str(requested).strip().lower()
+    if requested not in ("auto", "cuda", "gpu"):
+        yield resolve_device(requested)
+        return
+    from hmf.training.devices import claim_device
+
+    try:
+        claim = claim_device(requested)
+    except RuntimeError as err:
+        raise FeaturesConfigError(f"features.device={requested}: {err}") from None
+    with claim:
+        if claim.is_cuda and claim.simulated:  # HMF_FAKE_GPUS: a scheduling test without CUDA
+            log.info("simulated GPU %s claimed; computing on the CPU", claim.device)
+            yield torch.device("cpu")
+        else:
+            yield resolve_device(claim.device)
+
+
 class PatchDataset(Dataset):
     """Patches of one slide at ``patch_level`` and ``patch_size``, preprocessed by ``transform``."""
 
@@ -255,19 +281,19 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     n_threads = runtime.num_threads or threads or 0
     if n_threads:
         torch.set_num_threads(int(n_threads))
-    device = resolve_device(runtime.device)
     encoder = build_encoder(enc_settings)
     slide = open_slide(slide_path, name=slide_id, mpp=mpp)
     dataset = PatchDataset(slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]),
                            encoder.transform)
-    log.info("slide %s: %d patches, encoder %s (%s), device %s, batch %d, %d torch thread(s)",
-             slide_id, len(coords), encoder.name, encoder.weights, device, runtime.batch_for(device),
-             torch.get_num_threads())
     stream = progress_stream(log_file)
     try:
-        encode_start = time.perf_counter()
-        feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
-        encode_seconds = time.perf_counter() - encode_start
+        with claimed_device(runtime.device) as device:
+            log.info("slide %s: %d patches, encoder %s (%s), device %s, batch %d, %d torch thread(s)",
+                     slide_id, len(coords), encoder.name, encoder.weights, device, runtime.batch_for(device),
+                     torch.get_num_threads())
+            encode_start = time.perf_counter()
+            feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
+            encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
         if log_file:

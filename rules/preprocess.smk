@@ -1,0 +1,91 @@
+# Slides to features, CLAM-compatible: tissue segmentation, patch coordinates, patch features,
+# and a QC table across slides. Parameters come from the `preprocessing:` and `features:`
+# config sections (config/schema/{preprocessing,features}.schema.yaml).
+
+
+def _wants_gpu(wildcards):
+    """1 when features.device names a GPU; `auto` claims none (profiles set gpu per rule)."""
+    return 1 if str(config["features"].get("device", "auto")).startswith(("cuda", "gpu")) else 0
+
+
+rule segment:
+    """Tissue contours (GeoJSON, level-0 px), the QC mask picture and segmentation stats of one slide."""
+    input:
+        slide=slide_path,
+    output:
+        geojson=f"{R}/contours/{{slide}}.geojson",
+        mask=f"{R}/masks/{{slide}}.jpg",
+        stats=f"{R}/segmentation/{{slide}}.json",
+    params:
+        preprocessing=config["preprocessing"],
+        mpp=slide_mpp,
+    log:
+        f"{LOGS}/segment/{{slide}}.log",
+    benchmark:
+        f"{BENCH}/segment/{{slide}}.tsv"
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/segment.py"
+
+
+rule patch:
+    """Patch coordinates (CLAM h5; zero rows for a slide without tissue) and the stitch picture."""
+    input:
+        slide=slide_path,
+        geojson=f"{R}/contours/{{slide}}.geojson",
+    output:
+        coords=f"{R}/patches/{{slide}}.h5",
+        stitch=f"{R}/stitches/{{slide}}.jpg",
+    params:
+        preprocessing=config["preprocessing"],
+        mpp=slide_mpp,
+    log:
+        f"{LOGS}/patch/{{slide}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/patch.py"
+
+
+rule extract_features:
+    """Patch features of one slide (CLAM h5_files/ and pt_files/ layouts) and extraction stats."""
+    input:
+        slide=slide_path,
+        coords=f"{R}/patches/{{slide}}.h5",
+    output:
+        h5=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
+        pt=f"{FEATURES_DIR}/pt_files/{{slide}}.pt",
+        stats=f"{FEATURES_DIR}/stats/{{slide}}.json",
+    params:
+        features=config["features"],
+        mpp=slide_mpp,
+    threads: max(1, workflow.cores)
+    resources:
+        gpu=_wants_gpu,
+    log:
+        f"{LOGS}/extract_features/{{slide}}.log",
+    benchmark:
+        f"{BENCH}/extract_features/{{slide}}.tsv"
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/extract_features.py"
+
+
+rule qc_summary:
+    """One row per slide: tissue area, contours, patches, seconds per step, no-tissue flag."""
+    input:
+        segmentation=expand(f"{R}/segmentation/{{slide}}.json", slide=SLIDE_IDS),
+        coords=expand(f"{R}/patches/{{slide}}.h5", slide=SLIDE_IDS),
+        extraction=expand(f"{FEATURES_DIR}/stats/{{slide}}.json", slide=SLIDE_IDS),
+    output:
+        f"{R}/qc/summary.csv",
+    params:
+        slides=SLIDE_IDS,
+    log:
+        f"{LOGS}/qc_summary.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/qc_summary.py"
