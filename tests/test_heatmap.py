@@ -127,3 +127,18 @@ def test_checkpoint_without_weights_is_refused(tmp_path):
     torch.save({"model": "hmf"}, bad)
     with pytest.raises(HeatmapError, match="bad.pt lacks key"):
         load_slide_checkpoint(bad)
+
+
+def test_slide_without_patches_gets_its_thumbnail(setup):
+    empty = np.zeros((0, 2), dtype=np.int64)
+    with h5py.File(setup["features"], "w") as fh:
+        fh["features"] = np.zeros((0, D), dtype=np.float32)
+        fh["coords"] = empty
+    write_coords(setup["coords"], empty, {"patch_size": PATCH, "patch_level": 0})
+    out, top = setup["tmp"] / "e.png", setup["tmp"] / "e_top.png"
+    summary = render_slide_heatmap(setup["checkpoint"], setup["features"], setup["coords"], setup["slide"], "s1",
+                                   out, top, text_bank=setup["bank"])
+    assert summary.predicted is None and summary.n_patches == 0
+    with Image.open(out) as image:
+        assert image.size == heatmap_figure_size(2)
+    assert top.is_file()
