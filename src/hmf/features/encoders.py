@@ -215,15 +215,33 @@ def build_resnet50_trunc(settings: EncoderSettings) -> Encoder:
 
 
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
-    """Fold each eval-mode BatchNorm into the convolution before it (same function, one pass
-    less over memory per layer: about 1.5x faster on CPUs). Falls back to the plain module."""
-    from torch.fx.experimental.optimization import fuse
+    """Fold each eval-mode BatchNorm into the convolution before it, in place (same function,
+    one pass less over memory per layer: about 1.3x faster on CPUs).
 
-    try:
-        return fuse(module.eval())
-    except Exception as err:  # untraceable modules keep their layers
-        log.warning("conv-bn fusion skipped: %s", err)
-        return module
+    Works on the torchvision ResNet layout (conv1/bn1 .. conv3/bn3, downsample[0]/[1]); other
+    modules are returned unchanged.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def fuse_conv_bn_eval(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                      bn.eps, bn.weight, bn.bias)
+        return conv
+
+    module.eval()
+    owners = [module] + [m for m in module.modules() if m is not module]
+    with torch.no_grad():
+        for owner in owners:
+            for i in (1, 2, 3):
+                conv, bn = getattr(owner, f"conv{i}", None), getattr(owner, f"bn{i}", None)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    setattr(owner, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                    setattr(owner, f"bn{i}", nn.Identity())
+            down = getattr(owner, "downsample", None)
+            if isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[0], nn.Conv2d) \
+                    and isinstance(down[1], nn.BatchNorm2d):
+                owner.downsample = nn.Sequential(fuse_conv_bn_eval(down[0], down[1]), nn.Identity())
+    return module
 
 
 # -- timm ----------------------------------------------------------------------------------

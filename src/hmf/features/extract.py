@@ -154,6 +154,22 @@ class PatchDataset(Dataset):
         return self.transform(Image.fromarray(rgb))
 
 
+class _LineStream:
+    """Progress for a log file: tqdm redraws its bar with carriage returns (for terminals);
+    here every redraw becomes its own line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").split("\n"):
+            if line.strip():
+                self.stream.write(line.rstrip() + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def _worker_init(_worker_id: int) -> None:
     # Readers decode and resize; leave the cores' threads to the model.
     torch.set_num_threads(1)
@@ -193,10 +209,11 @@ def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettin
 
 
 def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device, runtime: RuntimeSettings,
-                   progress=None, model=None) -> torch.Tensor:
+                   progress=None, model=None, on_batch=None) -> torch.Tensor:
     """Features (N, dim) float32 on the CPU for every patch of ``dataset``, in order.
 
-    ``model``: the encoder already made ready by :func:`prepare_model` (else done here).
+    ``model``: the encoder already made ready by :func:`prepare_model` (else done here);
+    ``on_batch(done)`` is called after each batch with the number of patches encoded so far.
     """
     from tqdm import tqdm
 
@@ -226,6 +243,8 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
             out[done:done + len(batch)] = features.float().cpu()
             done += len(batch)
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(done)
     if not torch.isfinite(out).all():
         raise RuntimeError(f"slide {dataset.slide.name}: the encoder produced non-finite features")
     return out
@@ -292,7 +311,8 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
                      slide_id, len(coords), encoder.name, encoder.weights, device, runtime.batch_for(device),
                      torch.get_num_threads())
             encode_start = time.perf_counter()
-            feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
+            feats = encode_patches(encoder, dataset, device, runtime,
+                                   progress=_LineStream(stream) if log_file else stream)
             encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
