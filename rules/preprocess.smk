@@ -14,7 +14,13 @@ rule segment:
         slide=slide_path,
     output:
         geojson=f"{R}/contours/{{slide}}.geojson",
-        mask=f"{R}/masks/{{slide}}.jpg",
+        mask=report(
+            f"{R}/masks/{{slide}}.jpg",
+            caption="../workflow/report/mask.rst",
+            category="Quality control",
+            subcategory="Tissue masks",
+            labels={"slide": "{slide}"},
+        ),
         stats=f"{R}/segmentation/{{slide}}.json",
     params:
         preprocessing=config["preprocessing"],
@@ -36,7 +42,13 @@ rule patch:
         geojson=f"{R}/contours/{{slide}}.geojson",
     output:
         coords=f"{R}/patches/{{slide}}.h5",
-        stitch=f"{R}/stitches/{{slide}}.jpg",
+        stitch=report(
+            f"{R}/stitches/{{slide}}.jpg",
+            caption="../workflow/report/stitch.rst",
+            category="Quality control",
+            subcategory="Patch stitches",
+            labels={"slide": "{slide}"},
+        ),
     params:
         preprocessing=config["preprocessing"],
         mpp=slide_mpp,
@@ -80,7 +92,13 @@ rule qc_summary:
         coords=expand(f"{R}/patches/{{slide}}.h5", slide=SLIDE_IDS),
         extraction=expand(f"{FEATURES_DIR}/stats/{{slide}}.json", slide=SLIDE_IDS),
     output:
-        f"{R}/qc/summary.csv",
+        report(
+            f"{R}/qc/summary.csv",
+            caption="../workflow/report/qc_summary.rst",
+            category="Quality control",
+            subcategory="Summary",
+            labels={"table": "QC summary"},
+        ),
     params:
         slides=SLIDE_IDS,
     log:
