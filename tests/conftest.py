@@ -39,7 +39,7 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "src", "profiles")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "config", "src", "profiles", "envs", "pyproject.toml")
 
 
 def copy_workflow(dest: Path) -> Path:
