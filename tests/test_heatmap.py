@@ -65,7 +65,8 @@ def test_heatmap_and_montage_are_drawn(setup):
                                    top_k=5, thumbnail_px=400)
     assert out.is_file() and top.is_file()
     with Image.open(out) as image:
-        assert image.size == heatmap_figure_size(3) == summary.heatmap_size
+        assert image.size == summary.heatmap_size == heatmap_figure_size(3, summary.thumbnail_shape)
+        assert max(summary.thumbnail_shape) == 400
         pixels = np.asarray(image.convert("RGB"))
     with Image.open(top) as image:
         assert image.size == montage_figure_size(5) == summary.montage_size
@@ -140,5 +141,5 @@ def test_slide_without_patches_gets_its_thumbnail(setup):
                                    out, top, text_bank=setup["bank"])
     assert summary.predicted is None and summary.n_patches == 0
     with Image.open(out) as image:
-        assert image.size == heatmap_figure_size(2)
+        assert image.size == heatmap_figure_size(2, summary.thumbnail_shape)
     assert top.is_file()

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DPI = 100
 PANEL_INCHES = 5.0          # width of one panel of the heatmap figure
-HEATMAP_HEIGHT_INCHES = 6.0
+HEATMAP_MARGIN_INCHES = 2.2  # title, panel titles, colour bars and the note below the images
 TILE_INCHES = 2.2           # one patch of the top-k montage
 MONTAGE_COLUMNS = 4
 CMAP = "jet"
@@ -71,6 +71,7 @@ class HeatmapSummary:
     probability: float | None
     top_index: list[int] = field(default_factory=list)
     top_scores: list[float] = field(default_factory=list)
+    thumbnail_shape: tuple[int, int] = (0, 0)   # (h, w) of the slide thumbnail drawn on
     heatmap_size: tuple[int, int] = (0, 0)
     montage_size: tuple[int, int] = (0, 0)
 
@@ -194,26 +195,40 @@ def _save(fig: Figure, path: str | os.PathLike) -> tuple[int, int]:
     return int(round(w)), int(round(h))
 
 
-def heatmap_figure_size(n_panels: int) -> tuple[int, int]:
-    """Pixel size (w, h) of the heatmap figure with ``n_panels`` panels."""
-    return int(round(PANEL_INCHES * n_panels * DPI)), int(round(HEATMAP_HEIGHT_INCHES * DPI))
+def heatmap_figure_size(n_panels: int, thumbnail_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Pixel size (w, h) of the heatmap figure with ``n_panels`` panels (the plain slide
+    included) for a thumbnail of ``thumbnail_shape`` (h, w[, 3]): the height follows the
+    slide's aspect ratio, within bounds."""
+    return tuple(int(round(v * DPI)) for v in _heatmap_inches(n_panels, thumbnail_shape))
+
+
+def _heatmap_inches(n_panels: int, thumbnail_shape: tuple[int, ...]) -> tuple[float, float]:
+    h, w = thumbnail_shape[:2]
+    image_height = min(max(0.9 * PANEL_INCHES * h / max(w, 1), 2.0), 9.0)
+    return PANEL_INCHES * n_panels, round(image_height + HEATMAP_MARGIN_INCHES, 2)
 
 
 def montage_figure_size(k: int) -> tuple[int, int]:
     """Pixel size (w, h) of the top-k montage."""
     cols = min(MONTAGE_COLUMNS, max(k, 1))
     rows = max(1, -(-k // cols))
-    return int(round(TILE_INCHES * cols * DPI)), int(round((TILE_INCHES + 0.35) * rows * DPI + 0.6 * DPI))
+    return int(round(TILE_INCHES * cols * DPI)), int(round((TILE_INCHES + 0.45) * rows * DPI + 0.5 * DPI))
 
 
 def draw_heatmap(path: str | os.PathLike, thumbnail: np.ndarray, panels: list[tuple[str, np.ndarray | None]],
                  title: str, note: str | None = None) -> tuple[int, int]:
     """The plain thumbnail, then one overlay per (title, image) panel, each with a colour bar."""
-    fig = Figure(figsize=(PANEL_INCHES * (1 + len(panels)), HEATMAP_HEIGHT_INCHES))
-    fig.suptitle(title, fontsize=11)
+    fig = Figure(figsize=_heatmap_inches(1 + len(panels), thumbnail.shape))
+    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=11)
     axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.95 / height, bottom=0.95 / height, wspace=0.08)
     axes[0].imshow(thumbnail)
     axes[0].set_title("Slide", fontsize=10)
+    # An invisible colour bar under the plain slide keeps the three images the same height.
+    spacer = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CMAP]), ax=axes[0], fraction=0.046, pad=0.02,
+                          orientation="horizontal")
+    spacer.ax.set_visible(False)
     for ax, (name, image) in zip(axes[1:], panels):
         ax.imshow(thumbnail if image is None else image)
         ax.set_title(name, fontsize=10)
@@ -223,8 +238,6 @@ def draw_heatmap(path: str | os.PathLike, thumbnail: np.ndarray, panels: list[tu
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    if note:
-        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=9)
     return _save(fig, path)
 
 
@@ -237,6 +250,7 @@ def draw_montage(path: str | os.PathLike, tiles: list[np.ndarray], labels: list[
     cols = min(MONTAGE_COLUMNS, k)
     rows = max(1, -(-k // cols))
     axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (h / DPI), wspace=0.08, hspace=0.35)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -311,7 +325,8 @@ def render_slide_heatmap(
         w0, h0 = slide.dimensions
         thumbnail, downsample = slide.read_downsampled(max(w0, h0) / max(int(thumbnail_px), 16))
         extent = patch_extent(attrs, slide.level_downsamples)
-        summary = HeatmapSummary(slide_id=slide_id, n_patches=int(features.shape[0]), predicted=None, probability=None)
+        summary = HeatmapSummary(slide_id=slide_id, n_patches=int(features.shape[0]), predicted=None, probability=None,
+                                 thumbnail_shape=tuple(int(v) for v in thumbnail.shape[:2]))
         truth = f"true: {true_label}" if true_label else "true: unknown"
         head = f"{slide_id} ({ckpt['model']}{', ' + context if context else ''})"
 

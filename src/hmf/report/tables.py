@@ -14,7 +14,7 @@ from hmf.evaluation.tables import DEFAULT_METRICS, METRIC_LABELS
 
 STYLE = ("border-collapse:collapse;font-family:sans-serif;font-size:13px;margin:0.5em 0;"
          "color:#1e293b;background:#ffffff")
-CELL = "border:1px solid #cbd5e1;padding:3px 8px;text-align:right"
+CELL = "border:1px solid #cbd5e1;padding:3px 8px;text-align:right;white-space:nowrap"
 
 
 def table_html(csv_path: str | os.PathLike, title: str) -> str:
