@@ -175,15 +175,6 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _cpu_worker_init(worker_id: int) -> None:
-    # On the CPU the reader shares the cores with the model's threads, which wait for each
-    # other at every layer: a lower priority makes the reader fill their idle moments
-    # instead of stalling one of them.
-    _worker_init(worker_id)
-    with contextlib.suppress(OSError):
-        os.nice(10)
-
-
 def _num_workers(runtime: RuntimeSettings, device: torch.device, n_patches: int) -> int:
     if runtime.num_workers != "auto":
         return int(runtime.num_workers)
@@ -233,10 +224,9 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
     if model is None:
         model = prepare_model(encoder, device, runtime, n, batch_size)
     workers = _num_workers(runtime, device, n)
-    init = _cpu_worker_init if device.type == "cpu" else _worker_init
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", worker_init_fn=init if workers else None,
+        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
