@@ -183,3 +183,19 @@ def test_device_claims(monkeypatch, tmp_path):
         with pytest.raises(FeaturesConfigError, match="features.device=cuda"):
             with claimed_device("cuda"):
                 pass
+
+
+def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
+    from hmf.features.extract import PatchDataset, RuntimeSettings, encode_patches
+    from hmf.wsi.slide import open_slide
+
+    encoder = build_encoder(EncoderSettings(weights="random"))
+    coords, attrs = read_coords(coords_subset)
+    dataset = PatchDataset(open_slide(aperio_slide), coords[:3], 0, int(attrs["patch_size"]), encoder.transform)
+    cpu = torch.device("cpu")
+    eager = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="none"))
+    frozen = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="jit"))
+    again = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="jit"))
+    assert frozen.shape == eager.shape == (3, 1024)
+    torch.testing.assert_close(frozen, eager, rtol=1e-3, atol=1e-3)
+    assert torch.equal(frozen, again)
