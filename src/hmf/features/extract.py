@@ -154,20 +154,20 @@ class PatchDataset(Dataset):
         return self.transform(Image.fromarray(rgb))
 
 
-class _LineStream:
-    """Progress for a log file: tqdm redraws its bar with carriage returns (for terminals);
-    here every redraw becomes its own line."""
+class _LogStream:
+    """Progress into the rule's log through logging (the log's single writer): tqdm redraws
+    its bar with carriage returns for terminals; here every redraw becomes one log line."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
 
     def write(self, text: str) -> None:
         for line in text.replace("\r", "\n").split("\n"):
             if line.strip():
-                self.stream.write(line.rstrip() + "\n")
+                self.logger.info(line.strip())
 
     def flush(self) -> None:
-        self.stream.flush()
+        pass
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -285,11 +285,10 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     """Encode every patch listed in ``patches_h5`` and write the feature files of one slide.
 
     ``features`` is the ``features:`` config section; ``threads`` the job's thread count
-    (used when ``features.num_threads`` is 0); ``log_file`` receives the progress bar.
+    (used when ``features.num_threads`` is 0); with ``log_file`` (the rule's log, already set
+    up by :func:`hmf.logs.setup_logging`) the progress bar goes to the log as lines.
     Returns the stats (also written to ``stats_json`` when given).
     """
-    from hmf.logs import progress_stream
-
     start = time.perf_counter()
     enc_settings, runtime = resolve_features(features)
     out_h5, out_pt = Path(out_h5), Path(out_pt)
@@ -304,20 +303,18 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     slide = open_slide(slide_path, name=slide_id, mpp=mpp)
     dataset = PatchDataset(slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]),
                            encoder.transform)
-    stream = progress_stream(log_file)
+    # With a log file the bar goes through logging, else to stderr as a terminal bar.
+    stream = _LogStream(logging.getLogger("hmf.features.progress")) if log_file else None
     try:
         with claimed_device(runtime.device) as device:
             log.info("slide %s: %d patches, encoder %s (%s), device %s, batch %d, %d torch thread(s)",
                      slide_id, len(coords), encoder.name, encoder.weights, device, runtime.batch_for(device),
                      torch.get_num_threads())
             encode_start = time.perf_counter()
-            feats = encode_patches(encoder, dataset, device, runtime,
-                                   progress=_LineStream(stream) if log_file else stream)
+            feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
             encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
-        if log_file:
-            stream.close()
     write_feature_files(out_h5, out_pt, feats, coords, coords_attrs, encoder,
                         {"slide_id": slide_id, "patch_level": int(coords_attrs["patch_level"]),
                          "patch_size": int(coords_attrs["patch_size"])})
