@@ -68,30 +68,68 @@ rule patch:
         "../workflow/scripts/patch.py"
 
 
-rule extract_features:
-    """Patch features of one slide (CLAM h5_files/ and pt_files/ layouts) and extraction stats."""
-    input:
-        slide=slide_path,
-        coords=f"{R}/patches/{{slide}}.h5",
-    output:
-        h5=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
-        pt=f"{FEATURES_DIR}/pt_files/{{slide}}.pt",
-        stats=f"{FEATURES_DIR}/stats/{{slide}}.json",
-    params:
-        features=config["features"],
-        mpp=slide_mpp,
-    threads: _extraction_threads
-    resources:
-        gpu=_wants_gpu,
-        mem_mb=4000,
-    log:
-        f"{LOGS}/extract_features/{{slide}}.log",
-    benchmark:
-        f"{BENCH}/extract_features/{{slide}}.tsv"
-    conda:
-        "../envs/hmf.yaml"
-    script:
-        "../workflow/scripts/extract_features.py"
+SLIDES_PER_JOB = config["features"]["slides_per_job"]
+
+if SLIDES_PER_JOB == 1:
+
+    rule extract_features:
+        """Patch features of one slide (CLAM h5_files/ and pt_files/ layouts) and extraction stats."""
+        input:
+            slide=slide_path,
+            coords=f"{R}/patches/{{slide}}.h5",
+        output:
+            h5=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
+            pt=f"{FEATURES_DIR}/pt_files/{{slide}}.pt",
+            stats=f"{FEATURES_DIR}/stats/{{slide}}.json",
+        params:
+            features=config["features"],
+            mpp=slide_mpp,
+        threads: _extraction_threads
+        resources:
+            gpu=_wants_gpu,
+            mem_mb=4000,
+        log:
+            f"{LOGS}/extract_features/{{slide}}.log",
+        benchmark:
+            f"{BENCH}/extract_features/{{slide}}.tsv"
+        conda:
+            "../envs/hmf.yaml"
+        script:
+            "../workflow/scripts/extract_features.py"
+
+else:
+    # Several slides per job: one rule per batch of slides (the batches are fixed when the
+    # workflow is read), each writing the same per-slide files as the rule above.
+    for _index, _batch in enumerate(
+        [SLIDE_IDS[i : i + SLIDES_PER_JOB] for i in range(0, len(SLIDE_IDS), SLIDES_PER_JOB)]
+    ):
+
+        rule:
+            name:
+                f"extract_features_batch{_index}"
+            input:
+                slides=[_PATHS[s] for s in _batch],
+                coords=[f"{R}/patches/{s}.h5" for s in _batch],
+            output:
+                h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
+                pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
+                stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
+            params:
+                features=config["features"],
+                slides=_batch,
+                mpp=[_MPP.get(s) if _MPP.get(s) == _MPP.get(s) else None for s in _batch],
+            threads: 1
+            resources:
+                gpu=_wants_gpu,
+                mem_mb=4000,
+            log:
+                f"{LOGS}/extract_features/batch{_index}.log",
+            benchmark:
+                f"{BENCH}/extract_features/batch{_index}.tsv"
+            conda:
+                "../envs/hmf.yaml"
+            script:
+                "../workflow/scripts/extract_features_batch.py"
 
 
 rule qc_summary:

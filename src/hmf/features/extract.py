@@ -278,6 +278,18 @@ def write_feature_files(out_h5: str | os.PathLike, out_pt: str | os.PathLike, fe
         torch.save(features.clone(), tmp)
 
 
+_ENCODERS: dict[str, Encoder] = {}
+
+
+def _cached_encoder(settings: EncoderSettings) -> Encoder:
+    """One encoder per process and settings: a job that extracts several slides (features.
+    slides_per_job) builds and warms the network once."""
+    key = repr(settings)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = build_encoder(settings)
+    return _ENCODERS[key]
+
+
 def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLike, out_h5: str | os.PathLike,
                      out_pt: str | os.PathLike, features: dict | None = None, slide_id: str | None = None,
                      mpp: float | None = None, stats_json: str | os.PathLike | None = None,
@@ -299,7 +311,7 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     n_threads = runtime.num_threads or threads or 0
     if n_threads:
         torch.set_num_threads(int(n_threads))
-    encoder = build_encoder(enc_settings)
+    encoder = _cached_encoder(enc_settings)
     slide = open_slide(slide_path, name=slide_id, mpp=mpp)
     dataset = PatchDataset(slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]),
                            encoder.transform)
