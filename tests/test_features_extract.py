@@ -199,3 +199,16 @@ def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
     assert frozen.shape == eager.shape == (3, 1024)
     torch.testing.assert_close(frozen, eager, rtol=1e-3, atol=1e-3)
     assert torch.equal(frozen, again)
+
+
+def test_every_schema_default_is_accepted():
+    """The `features:` section as the workflow hands it over (schema defaults filled in)."""
+    from pathlib import Path
+
+    from snakemake.utils import validate
+
+    section: dict = {}
+    validate(section, str(Path(__file__).resolve().parents[1] / "config/schema/features.schema.yaml"))
+    assert "device" in section and "batch_size" in section
+    encoder, runtime = resolve_features(section)
+    assert encoder.encoder == "resnet50_trunc" and runtime.device == "auto"

@@ -109,3 +109,16 @@ def test_large_level_falls_back_to_a_thumbnail(aperio_slide):
     assert seg.downsample[0] == pytest.approx(2220 / round(2220 / 64))
     assert seg.image_size == (round(2220 / 64), round(2967 / 64))
     assert len(seg.tissues) >= 1
+
+
+def test_every_schema_default_is_accepted():
+    """The `preprocessing:` section as the workflow hands it over (schema defaults filled in)."""
+    from pathlib import Path
+
+    from snakemake.utils import validate
+
+    section: dict = {"preset": "tcga"}
+    validate(section, str(Path(__file__).resolve().parents[1] / "config/schema/preprocessing.schema.yaml"))
+    assert section["patching"]["patch_size"] == 256
+    settings = resolve_preprocessing(section)
+    assert settings.segmentation.a_t == 16 and settings.patching.contour_fn == "four_pt"

@@ -24,6 +24,7 @@ LOGS = "logs/t"
 BENCH = "benchmarks/t"
 FEATURES_DIR = R + "/features/resnet50_trunc"
 _SLIDES = {slides!r}
+_PATHS = _SLIDES
 _MPP = {mpp!r}
 SLIDE_IDS = list(_SLIDES)
 
@@ -53,12 +54,12 @@ def test_preprocess_rules_end_to_end(aperio_slide, tmp_path):
         slides={"cmu": str(aperio_slide), "blank": str(blank)}, mpp={"blank": 0.5}))
     (tmp_path / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 512, step_size: 512}}\n"
-        "features: {encoder: resnet50_trunc, weights: random, device: cpu}\n")
+        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1}\n")
     snakemake = Path(sys.executable).parent / "snakemake"
     cmd = [str(snakemake), "--cores", "2", "--configfile", "config.yaml", "--quiet", "all"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary = pd.read_csv(tmp_path / "results/t/qc/summary.csv").set_index("slide_id")
     assert bool(summary.loc["blank", "no_tissue"]) and summary.loc["blank", "n_patches"] == 0
     assert not bool(summary.loc["cmu", "no_tissue"]) and summary.loc["cmu", "n_patches"] > 5

@@ -56,15 +56,18 @@ class RuntimeSettings:
 
 _ENCODER_KEYS = {f.name for f in fields(EncoderSettings)}
 _RUNTIME_KEYS = {f.name for f in fields(RuntimeSettings)}
+# Keys of the `features:` section that the workflow reads (job layout), not the extraction.
+_WORKFLOW_KEYS = {"slides_per_job"}
 
 
 def resolve_features(config: dict | None) -> tuple[EncoderSettings, RuntimeSettings]:
     """Split and validate the ``features:`` config section."""
-    config = dict(config or {})
+    config = {k: v for k, v in (config or {}).items() if k not in _WORKFLOW_KEYS}
     unknown = set(config) - _ENCODER_KEYS - _RUNTIME_KEYS
     if unknown:
         raise FeaturesConfigError(
-            f"features: unknown key(s) {sorted(unknown)}; allowed: {sorted(_ENCODER_KEYS | _RUNTIME_KEYS)}"
+            f"features: unknown key(s) {sorted(unknown)}; allowed: "
+            f"{sorted(_ENCODER_KEYS | _RUNTIME_KEYS | _WORKFLOW_KEYS)}"
         )
     enc = {k: v for k, v in config.items() if k in _ENCODER_KEYS}
     for key in ("mean", "std"):
