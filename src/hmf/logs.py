@@ -14,7 +14,8 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> log
         root.removeHandler(handler)
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(log_file, mode="w")
+        open(log_file, "w").close()  # start empty, then append: progress bars share the file
+        handler: logging.Handler = logging.FileHandler(log_file, mode="a")
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
