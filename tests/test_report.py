@@ -148,7 +148,8 @@ def test_report_opens_in_chromium(tiny_run, tmp_path):
     for heatmap in heatmaps:
         assert (heatmap.parent / "top_patches" / heatmap.name).is_file()
 
-    run_snakemake(workdir, "report_inputs", "--report", "report.html", *config)
+    # --cores: extract_features sets its threads from workflow.cores, which the report's DAG evaluates.
+    run_snakemake(workdir, "report_inputs", "--report", "report.html", "--cores", "1", *config)
     report = workdir / "report.html"
     text = report.read_text(encoding="utf-8")
     assert text.lstrip().lower().startswith("<!doctype html")
