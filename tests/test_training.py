@@ -151,3 +151,21 @@ def test_class_weights_from_training_fold():
     weights = class_weights([0, 0, 0, 1], 3)
     assert weights[2] == 0 and weights[1] > weights[0]
     assert torch.isclose(weights[:2].mean(), torch.tensor(1.0))
+
+
+def test_features_standardised_with_training_statistics(cohort, tmp_path):
+    from hmf.training import standardise
+
+    out = _train(cohort, tmp_path)
+    ckpt = torch.load(out.checkpoint, weights_only=True)
+    split = pd.read_csv(cohort["split"])
+    sheet = cohort["frame"]
+    train_patients = set(split.loc[split.split == "train", "patient_id"])
+    from hmf.features.io import read_features
+
+    train = [read_features(cohort["features"] / "h5_files" / f"{s}.h5")[0]
+             for s in sheet.loc[sheet.patient_id.isin(train_patients), "slide_id"]]
+    mean, std = standardise.fit(train)
+    assert torch.allclose(ckpt["feature_mean"], mean) and torch.allclose(ckpt["feature_std"], std)
+    everything = [read_features(p)[0] for p in sorted((cohort["features"] / "h5_files").glob("*.h5"))]
+    assert not torch.allclose(standardise.fit(everything)[0], mean)  # validation and test patches left out

@@ -14,6 +14,7 @@ from hmf.data.sample_sheet import read_sample_sheet
 from hmf.evaluation.predictions import write_predictions
 from hmf.tasks import Task
 from hmf.training.bags import Bag, class_weights, fold_parts, load_bags, read_split
+from hmf.training import standardise
 from hmf.training.hparams import resolve
 from hmf.training.loop import FitConfig, Item, fingerprint, fit, predict, seed_everything
 
@@ -78,6 +79,11 @@ def train_slide_fold(
         parts[name] = [s for s in parts[name] if s in bags]
     if not parts["train"]:
         raise ValueError(f"{split_csv}: no training slides with patches")
+    mean = std = None
+    if training.get("standardize_features", True):
+        mean, std = standardise.fit([bags[s].features for s in parts["train"]])
+        for bag in bags.values():
+            bag.features = standardise.apply(bag.features, mean, std)
     classes = task.classes("slide")
     labels = {row.slide_id: classes.index(row.slide_label) for row in sheet.itertuples()}
     in_dim = next(iter(bags.values())).features.shape[1]
@@ -107,7 +113,7 @@ def train_slide_fold(
              len(val_items), len(parts["test"]), in_dim, len(classes))
 
     run_id = fingerprint("slide", model_name, hp.as_dict(), Path(split_csv).read_text(),
-                         sorted(parts["train"]), in_dim, classes)
+                         sorted(parts["train"]), in_dim, classes, mean is not None)
     state_path = Path(outputs.checkpoint).with_name("resume_state.pt")
     dev = torch.device(device)
     result = fit(model, optimizer, scheduler, train_items, val_items, context, hp.fit, dev, state_path,
@@ -133,6 +139,7 @@ def train_slide_fold(
         torch.save({"model": model_name, "state_dict": result.best_state, "in_dim": in_dim,
                     "n_classes": len(classes), "classes": list(classes), "text_dim": text_dim,
                     "params": hp.as_dict(), "best_epoch": result.best_epoch,
+                    "feature_mean": mean, "feature_std": std,
                     "best_score": result.best_score}, tmp)
     state_path.unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}
