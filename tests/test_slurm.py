@@ -1,35 +1,55 @@
 """The SLURM profile on a real single-node SLURM cluster (started and stopped by the test).
 
 tests/slurm/setup.sh installs the Debian SLURM packages if needed and starts munged,
-slurmctld and slurmd with 2 CPUs and 2 (placeholder) GPUs and no accounting database.
-A small workflow with the project's GPU rule names then runs through
-snakemake-executor-plugin-slurm using profiles/slurm, with only the machine-size values
-(memory, runtime, threads) shrunk to fit the test node and the documented squeue status
-switch turned on. Skipped only when not root or when the packages cannot be installed.
+slurmctld and slurmd with 2 CPUs and 2 (placeholder) GPUs and no accounting database;
+stop.sh stops them when the module's tests are done, whatever their outcome.
+
+The project's workflow, copied to a temporary folder, runs the tiny TCGA configuration
+through snakemake-executor-plugin-slurm with profiles/slurm (only the machine-size values
+shrunk to fit the test node, the threads of the GPU rules at 1, and the documented squeue
+status switch on). Every training job must have been a SLURM job of its own that SLURM gave
+exactly one GPU, the claim inside the job must have taken that GPU, jobs training at the same
+time must have held different GPUs, and the result tables and every predictions.csv must be
+byte-identical to those of a plain local run of a second copy with the same thread counts.
+
+The placeholder GPUs are announced to the jobs with HMF_FAKE_GPUS: claim_device() then
+claims among the cards in SLURM's CUDA_VISIBLE_DEVICES, and the training computes on the CPU.
+Skipped only when not root or when the packages cannot be installed.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import copy_workflow, run_snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "tests" / "slurm"
-WORKFLOW = SLURM_DIR / "workflow" / "Snakefile"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("extract_features", "train_slide", "train_patient")
-SNAKEMAKE_TIMEOUT_S = 150
+TINY_CONFIG = "tests/configs/tiny_tcga.yaml"
+# patient "models" that aggregate slide predictions (rule aggregate_patient): no training
+AGGREGATED_PATIENT_MODELS = {"pn_rule", "mean_prob"}
+WORKFLOW_TIMEOUT_S = 900
+
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
+CLAIMED = re.compile(r"^(\S+ \S+) INFO hmf\.training\.devices: claimed (cuda:\d+) \(physical GPU (\S+?)(, simulated)?, "
+                     r"lock (\S+)\)", re.M)
+RELEASED = re.compile(r"^(\S+ \S+) INFO hmf\.training\.devices: released ", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +59,7 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip("the SLURM test starts slurmctld/slurmd and needs root")
     # One test cluster per machine at a time: the ports and /etc/slurm links are shared.
     machine_lock = open(Path(tempfile.gettempdir()) / "hmf-slurm-test.lock", "w")
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 900
     while True:
         try:
             fcntl.flock(machine_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,9 +93,11 @@ def _test_profile(folder: Path, prefix: str) -> Path:
     profile["slurm-init-seconds-before-status-checks"] = 2
     profile["seconds-between-status-checks"] = 2
     profile["latency-wait"] = 10
-    profile["default-resources"] = dict(profile["default-resources"], mem_mb=200, runtime=10)
+    profile["slurm-keep-successful-logs"] = True  # for the failure report
+    profile["default-resources"] = dict(profile["default-resources"], mem_mb=500, runtime=15)
     for rule in GPU_RULES:
-        profile["set-resources"][rule].update(mem_mb=200, runtime=10)
+        profile["set-resources"][rule].update(mem_mb=500, runtime=15)
+    # one thread per job: the local reference run uses the same, so the numbers can match
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -85,7 +107,6 @@ def _test_profile(folder: Path, prefix: str) -> Path:
 def _run_env(cluster_env: dict, lock_dir: Path) -> dict:
     env = {k: v for k, v in cluster_env.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
     env["HMF_FAKE_GPUS"] = "2"  # the placeholder cards behave as two visible GPUs
     env["HMF_GPU_LOCK_DIR"] = str(lock_dir)
     env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -93,56 +114,199 @@ def _run_env(cluster_env: dict, lock_dir: Path) -> dict:
 
 
 def _scontrol_job(job_id: str, env: dict) -> str:
-    return subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True,
+    """The job's record with details (-d: the GPU indices it was given)."""
+    return subprocess.run(["scontrol", "-d", "show", "job", job_id], env=env, capture_output=True,
                           text=True, timeout=30, check=True).stdout
 
 
 def _failure_report(workdir: Path, proc) -> str:
-    parts = [proc.stdout[-3000:], proc.stderr[-5000:]]
+    parts = [proc.stdout[-3000:], proc.stderr[-6000:]]
     for log in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")):
-        parts.append(f"--- {log}\n{log.read_text()[-2000:]}")
+        text = log.read_text(errors="replace")
+        if "Error" in text or "Traceback" in text:
+            parts.append(f"--- {log}\n{text[-2000:]}")
     return "\n".join(parts)
 
 
-def test_slurm_profile_runs_gpu_jobs_as_slurm_jobs_with_one_gpu_each(slurm_cluster, tmp_path):
-    prefix = f"hmftest{uuid.uuid4().hex[:8]}"
-    profile = _test_profile(tmp_path / "profile", prefix)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    env = _run_env(slurm_cluster, tmp_path / "locks")
-    assert shutil.which("sbatch", path=env["PATH"]), "sbatch is not on PATH"
+def _allocated_gpu_indices(record: str) -> list[str]:
+    """GPU indices of a running job in ``scontrol -d`` output, e.g. ``GRES=gpu:1(IDX:1)``."""
+    indices = []
+    for spec in re.findall(r"GRES=\S*?gpu[^ ]*?\(IDX:([0-9,-]+)\)", record):
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            indices.extend(str(i) for i in range(int(lo), int(hi or lo) + 1))
+    return indices
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(WORKFLOW), "--directory", str(workdir),
-         "--workflow-profile", str(profile), "--config", "hold_s=5"],
-        env=env, cwd=workdir, capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S)
-    assert proc.returncode == 0, _failure_report(workdir, proc)
 
-    summary = json.loads((workdir / "summary.json").read_text())
-    jobs = summary["jobs"]
-    assert sorted(j["rule"] for j in jobs) == ["train_patient", "train_slide", "train_slide"]
-    # The aggregation rule is a localrule: it ran in the submitting process, not in SLURM.
-    assert summary["aggregate_slurm_job_id"] is None
+class GpuAllocationMonitor(threading.Thread):
+    """Records the GPU indices SLURM gives each running job (scontrol drops them at the end)."""
 
-    job_ids = [j["env"]["SLURM_JOB_ID"] for j in jobs]
-    assert all(job_ids) and len(set(job_ids)) == len(jobs), job_ids
-    for job in jobs:
-        visible = job["env"]["CUDA_VISIBLE_DEVICES"]
-        # exactly one GPU, handed over by SLURM; the claim inside the job used exactly it
-        assert visible in ("0", "1"), job
-        assert job["env"]["SLURM_STEP_GPUS"] == visible, job
-        assert (job["device"], job["physical_id"], job["simulated"]) == ("cuda:0", visible, True), job
-        # the lock folder is per SLURM job: it only arbitrates within the job
-        assert Path(job["lock_path"]).parent.name == f"slurm-{job['env']['SLURM_JOB_ID']}"
-        record = _scontrol_job(job["env"]["SLURM_JOB_ID"], env)
-        assert "JobState=COMPLETED" in record, record
-        assert f"JobName={prefix}_" in record, record
-        assert "gpu:1" in record, record  # TresPerJob / gres request of one GPU
-    assert {j["env"]["CUDA_VISIBLE_DEVICES"] for j in jobs} == {"0", "1"}
+    def __init__(self, env: dict, interval_s: float = 1.0):
+        super().__init__(daemon=True)
+        self.env, self.interval_s = env, interval_s
+        self.allocations: dict[str, list[str]] = {}
+        self.snapshots: list[dict[str, list[str]]] = []  # running job -> its GPUs, per poll
+        self._done = threading.Event()
 
-    # Jobs that ran at the same time were on different GPUs, and some did run together.
-    overlapping = [(a, b) for i, a in enumerate(jobs) for b in jobs[i + 1:]
-                   if a["started"] < b["finished"] and b["started"] < a["finished"]]
-    assert overlapping, [(j["started"], j["finished"]) for j in jobs]
-    for a, b in overlapping:
-        assert a["env"]["CUDA_VISIBLE_DEVICES"] != b["env"]["CUDA_VISIBLE_DEVICES"], (a, b)
+    def run(self) -> None:
+        while not self._done.is_set():
+            proc = subprocess.run(["scontrol", "-d", "show", "job"], env=self.env, capture_output=True,
+                                  text=True, timeout=30)
+            running = {}
+            for record in proc.stdout.split("\n\n"):
+                job = re.search(r"JobId=(\d+)", record)
+                if job and "JobState=RUNNING" in record and _allocated_gpu_indices(record):
+                    running[job.group(1)] = _allocated_gpu_indices(record)
+            self.allocations.update(running)
+            self.snapshots.append(running)
+            self._done.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(60)
+
+
+def _log_time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+# --- the project's tiny workflow --------------------------------------------------------
+
+def _expected_training_jobs(workdir: Path) -> set[tuple[str, str, str]]:
+    """(rule, model, fold) of every training job the tiny configuration asks for."""
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    folds = [str(k) for k in range(int(config["splits"]["k"]))]
+    jobs = {("train_slide", m, f) for m in config["models"]["slide"] for f in folds}
+    jobs |= {("train_patient", m, f) for m in config["models"]["patient"]
+             if m not in AGGREGATED_PATIENT_MODELS for f in folds}
+    return jobs
+
+
+def _training_claims(workdir: Path, dataset: str) -> dict[tuple[str, str, str], dict]:
+    """What each training log says about its device claim, keyed by (rule, model, fold)."""
+    claims = {}
+    for level, rule in (("slide", "train_slide"), ("patient", "train_patient")):
+        for log in sorted((workdir / "logs" / dataset / level).glob("*/fold_*.log")):
+            if log.parent.name in AGGREGATED_PATIENT_MODELS:
+                continue
+            text = log.read_text()
+            claimed = CLAIMED.findall(text)
+            released = RELEASED.findall(text)
+            assert len(claimed) == 1 and len(released) == 1, f"{log}: expected one claim and release:\n{text[-2000:]}"
+            stamp, device, physical, simulated, lock = claimed[0]
+            claims[(rule, log.parent.name, log.stem.removeprefix("fold_"))] = {
+                "log": str(log), "device": device, "physical_id": physical, "simulated": bool(simulated),
+                "lock_path": Path(lock), "claimed": _log_time(stamp), "released": _log_time(released[0]),
+            }
+    return claims
+
+
+def _submissions(snakemake_output: str) -> dict[str, Path]:
+    """SLURM job id -> the job's SLURM log, from Snakemake's 'submitted with SLURM jobid' lines."""
+    return {job_id: Path(log) for job_id, log in SUBMITTED.findall(snakemake_output)}
+
+
+def _prediction_files(workdir: Path, dataset: str) -> list[Path]:
+    return sorted(p.relative_to(workdir) for p in (workdir / "results" / dataset).glob("*/*/fold_*/predictions.csv"))
+
+
+def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_run(slurm_cluster, tmp_path):
+    local = copy_workflow(tmp_path / "local")
+    remote = copy_workflow(tmp_path / "slurm")
+    dataset = yaml.safe_load((remote / TINY_CONFIG).read_text())["dataset"]["name"]
+    # The demo dataset (the workflow's input) is generated once and given to both runs.
+    run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG, "--until", "demo_slide", "demo_labels",
+                  timeout=WORKFLOW_TIMEOUT_S)
+    shutil.copytree(local / "resources" / "demo", remote / "resources" / "demo")
+
+    # The local reference runs at the same time as the SLURM run (the machine is small).
+    local_error: list[BaseException] = []
+
+    def run_local():
+        try:
+            run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG,
+                          "--set-threads", "train_slide=1", "train_patient=1", timeout=WORKFLOW_TIMEOUT_S)
+        except BaseException as exc:  # re-raised in the test's thread
+            local_error.append(exc)
+
+    local_thread = threading.Thread(target=run_local, daemon=True)
+    local_thread.start()
+    try:
+        prefix = f"hmftest{uuid.uuid4().hex[:8]}"
+        profile = _test_profile(tmp_path / "profile", prefix)
+        env = _run_env(slurm_cluster, tmp_path / "locks")
+        assert shutil.which("sbatch", path=env["PATH"]), "sbatch is not on PATH"
+        started = time.monotonic()
+        monitor = GpuAllocationMonitor(env)
+        monitor.start()
+        try:
+            proc = subprocess.run(
+                [str(Path(sys.executable).with_name("snakemake")), "--workflow-profile", str(profile),
+                 "--configfile", TINY_CONFIG],
+                env=env, cwd=remote, capture_output=True, text=True, timeout=WORKFLOW_TIMEOUT_S)
+        finally:
+            monitor.stop()
+        assert proc.returncode == 0, _failure_report(remote, proc)
+        print(f"SLURM run: {time.monotonic() - started:.0f} s")
+        output = proc.stdout + proc.stderr
+
+        # --- every training job was a SLURM job of its own with one GPU ---------------------
+        submitted = _submissions(output)
+        rules_submitted = {job_id: log.relative_to(remote / ".snakemake" / "slurm_logs").parts[0]
+                           for job_id, log in submitted.items()}
+        # Tables, evaluation, sample sheet and splits are localrules: never submitted.
+        for local_rule in ("table", "evaluate", "sample_sheet", "splits"):
+            assert f"rule_{local_rule}" not in rules_submitted.values(), rules_submitted
+
+        expected = _expected_training_jobs(remote)
+        claims = _training_claims(remote, dataset)
+        assert set(claims) == expected, (sorted(claims), sorted(expected))
+        job_ids = {}
+        for (rule, model, fold), claim in claims.items():
+            # the lock folder is per SLURM job: its name gives the job that trained this model
+            match = re.fullmatch(r"slurm-(\d+)", claim["lock_path"].parent.name)
+            assert match, claim
+            job_id = match.group(1)
+            assert rules_submitted.get(job_id) == f"rule_{rule}", (job_id, rule, rules_submitted)
+            job_ids[(rule, model, fold)] = job_id
+            # a simulated card chosen from what SLURM made visible; the training computed on the CPU
+            assert claim["simulated"] and claim["device"] == "cuda:0", claim
+            record = _scontrol_job(job_id, env)
+            assert "JobState=COMPLETED" in record, record
+            assert f"JobName={prefix}_" in record, record
+            assert re.search(rf"Comment=rule_{rule}_wildcards_\S*{model}\S*", record), record
+            assert re.search(r"TresPerJob=\S*gpu:1\b", record), record  # asked for one GPU
+            # SLURM gave the job exactly one card, and the claim inside the job took that card
+            assert monitor.allocations.get(job_id) == [claim["physical_id"]], (claim, monitor.allocations)
+        assert len(set(job_ids.values())) == len(job_ids), job_ids
+
+        # Training jobs did run at the same time, and then on different GPUs.
+        training_jobs = set(job_ids.values())
+        together = [snap for snap in monitor.snapshots if len(training_jobs & set(snap)) >= 2]
+        assert together, monitor.snapshots
+        for snap in monitor.snapshots:
+            gpus = [gpu for indices in snap.values() for gpu in indices]
+            assert len(gpus) == len(set(gpus)), snap
+        items = list(claims.values())
+        for i, a in enumerate(items):
+            for b in items[i + 1:]:
+                if a["claimed"] < b["released"] and b["claimed"] < a["released"]:
+                    assert a["physical_id"] != b["physical_id"], (a, b)
+        assert {c["physical_id"] for c in items} == {"0", "1"}, items
+    finally:  # never leave the local run behind, even when the SLURM part failed
+        local_thread.join(WORKFLOW_TIMEOUT_S)
+
+    # --- the outputs are those of a local run -------------------------------------------
+    assert not local_thread.is_alive(), "the local reference run did not finish"
+    if local_error:
+        raise local_error[0]
+
+    tables = sorted(p.relative_to(remote) for p in (remote / "results" / dataset / "tables").glob("*.csv"))
+    assert tables, "the SLURM run wrote no tables"
+    predictions = _prediction_files(remote, dataset)
+    assert len(predictions) >= len(expected), predictions
+    assert predictions == _prediction_files(local, dataset)
+    assert tables == sorted(p.relative_to(local) for p in (local / "results" / dataset / "tables").glob("*.csv"))
+    differing = [str(p) for p in tables + predictions if (remote / p).read_bytes() != (local / p).read_bytes()]
+    assert not differing, f"SLURM and local outputs differ: {differing}"
+
