@@ -27,6 +27,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from hmf.atomic import atomic_path
+from hmf.training import standardise
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +339,7 @@ def render_slide_heatmap(
             summary.montage_size = draw_montage(out_top, [], [], f"{slide_id}: no patches")
             return summary
 
+        features = standardise.from_checkpoint(features, ckpt)  # the scale the model was trained on
         result = slide_attention(model, classes, features, coords, text)
         summary.predicted, summary.probability = result.predicted, result.probability
         title = f"{head}\n{truth}; predicted: {result.predicted} (p = {result.probability:.2f})"
