@@ -35,6 +35,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/sample_sheet.smk"
 
 
 if DEMO:
@@ -63,10 +64,11 @@ localrules:
 
 
 rule all:
-    """The default target: result tables for every level of the task."""
+    """The default target: result tables for every level of the task, and every item of the
+    report (QC pictures, confusion matrices, training curves, attention heatmaps)."""
     input:
         table_outputs(),
-        f"{R}/qc/summary.csv",
+        REPORT_OUTPUTS,
 
 
 rule features:

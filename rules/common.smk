@@ -1,6 +1,7 @@
 # Helpers shared by the rules: results paths, the sample sheet (read and validated at parse
 # time, so bad input fails before any job runs) and input functions.
 
+import re
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
+from hmf.config import path_component
 from hmf.data.sample_sheet import SampleSheetError, load_sample_sheet, validate_sample_sheet
 from hmf.tasks import get_task
 
@@ -17,7 +19,7 @@ R = f"results/{NAME}"
 LOGS = f"logs/{NAME}"
 BENCH = f"benchmarks/{NAME}"
 DEMO = config["demo"].get("enabled", False)
-FEATURES_DIR = f"{R}/features/{config['features']['encoder'].replace(':', '_').replace('/', '_')}"
+FEATURES_DIR = f"{R}/features/{path_component(config['features']['encoder'])}"
 TEXT_ENCODER = config["text"]["encoder"]
 FOLDS = list(range(config["splits"]["k"]))
 SLIDE_MODELS = config["models"]["slide"]
@@ -78,6 +80,34 @@ def label_inputs():
     return [DATASET[key] for key in keys[DATASET.get("format", "generic")]]
 
 
+def _wants_gpu(wildcards):
+    """1 when features.device names a GPU; `auto` claims none (profiles set gpu per rule)."""
+    return 1 if str(config["features"].get("device", "auto")).startswith(("cuda", "gpu")) else 0
+
+
+def _extraction_threads(wildcards):
+    """The cores shared out among the slides: many small jobs with one thread each keep every
+    core busy (and overlap each job's start-up) better than one many-threaded job at a time,
+    whose threads stall each other on a busy machine; a few large slides get several threads.
+    Profiles may set the threads of extract_features instead (set-threads)."""
+    return max(1, workflow.cores // max(1, len(SLIDE_IDS)))
+
+
+def _one_of(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+def train_slide_inputs(wildcards):
+    inputs = {
+        "sheet": f"{R}/sample_sheet.csv",
+        "split": f"{R}/splits/fold_{wildcards.fold}.csv",
+        "features": expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
+    }
+    if wildcards.model == "hmf":
+        inputs["text"] = text_bank("slide")
+    return inputs
+
+
 def levels():
     """Evaluation levels of the task: slide and patient, or patient only for subtyping."""
     return ["slide", "patient"]
@@ -104,21 +134,3 @@ wildcard_constraints:
     fold="[0-9]+",
     level="slide|patient",
     model="[a-z0-9_]+",
-
-
-rule sample_sheet:
-    """The validated sample sheet every later job reads, from the user's label files."""
-    input:
-        labels=label_inputs(),
-        slides=[_PATHS[s] for s in SLIDE_IDS],
-    output:
-        f"{R}/sample_sheet.csv",
-    params:
-        dataset=DATASET,
-        task=TASK.name,
-    log:
-        f"{LOGS}/sample_sheet.log",
-    conda:
-        "../envs/hmf.yaml"
-    script:
-        "../workflow/scripts/sample_sheet.py"

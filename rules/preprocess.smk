@@ -3,19 +3,6 @@
 # config sections (config/schema/{preprocessing,features}.schema.yaml).
 
 
-def _wants_gpu(wildcards):
-    """1 when features.device names a GPU; `auto` claims none (profiles set gpu per rule)."""
-    return 1 if str(config["features"].get("device", "auto")).startswith(("cuda", "gpu")) else 0
-
-
-def _extraction_threads(wildcards):
-    """The cores shared out among the slides: many small jobs with one thread each keep every
-    core busy (and overlap each job's start-up) better than one many-threaded job at a time,
-    whose threads stall each other on a busy machine; a few large slides get several threads.
-    Profiles may set the threads of extract_features instead (set-threads)."""
-    return max(1, workflow.cores // max(1, len(SLIDE_IDS)))
-
-
 rule segment:
     """Tissue contours (GeoJSON, level-0 px), the QC mask picture and segmentation stats of one slide."""
     input:

@@ -21,10 +21,6 @@ except (ValueError, FileNotFoundError) as err:
     raise WorkflowError(f"config text: {err}") from None
 
 
-def _one_of(names):
-    return "|".join(re.escape(name) for name in names)
-
-
 localrules:
     prompts,
 

@@ -17,17 +17,6 @@ rule splits:
         "../workflow/scripts/splits.py"
 
 
-def train_slide_inputs(wildcards):
-    inputs = {
-        "sheet": f"{R}/sample_sheet.csv",
-        "split": f"{R}/splits/fold_{wildcards.fold}.csv",
-        "features": expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
-    }
-    if wildcards.model == "hmf":
-        inputs["text"] = text_bank("slide")
-    return inputs
-
-
 rule train_slide:
     """Train one slide-level model on one fold; predict its test slides; embed every slide."""
     input:

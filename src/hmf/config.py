@@ -15,6 +15,13 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 
+def path_component(name: str) -> str:
+    """``name`` made safe as one folder name (e.g. ``timm:hf-hub/x`` -> ``timm_hf-hub_x``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 class ConfigError(ValueError):
     """A config that does not match the schema; the message names the key."""
 

@@ -1,0 +1,19 @@
+# The validated sample sheet that every later job reads.
+
+
+rule sample_sheet:
+    """The validated sample sheet every later job reads, from the user's label files."""
+    input:
+        labels=label_inputs(),
+        slides=[_PATHS[s] for s in SLIDE_IDS],
+    output:
+        f"{R}/sample_sheet.csv",
+    params:
+        dataset=DATASET,
+        task=TASK.name,
+    log:
+        f"{LOGS}/sample_sheet.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/sample_sheet.py"
