@@ -11,7 +11,8 @@ from hmf.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema" / "config.schema.yaml")
-CONFIGS = [ROOT / "config" / "config.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]
+CONFIGS = [*sorted((ROOT / "config").glob("*.yaml")), *sorted((ROOT / "config" / "examples").glob("*.yaml")),
+           *sorted((ROOT / "tests" / "configs").glob("*.yaml"))]
 
 
 def _load(path: Path) -> dict:
