@@ -169,3 +169,43 @@ def test_features_standardised_with_training_statistics(cohort, tmp_path):
     assert torch.allclose(ckpt["feature_mean"], mean) and torch.allclose(ckpt["feature_std"], std)
     everything = [read_features(p)[0] for p in sorted((cohort["features"] / "h5_files").glob("*.h5"))]
     assert not torch.allclose(standardise.fit(everything)[0], mean)  # validation and test patches left out
+
+
+def test_sigkill_mid_training_then_rerun_matches_uninterrupted(cohort, tmp_path):
+    """A training process killed with SIGKILL leaves no outputs that look complete; the rerun
+    resumes from the last finished epoch and ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    training = {**FAST, "max_epochs": 30, "patience": 100}
+    full = _train(cohort, tmp_path / "full", model="abmil", training=training)
+
+    folder = tmp_path / "killed"
+    script = (
+        "import sys, torch; sys.path.insert(0, %r); torch.set_num_threads(1)\n"
+        "from test_training import _train, TASK\n"
+        "from synthetic import make_cohort\n"
+        "from pathlib import Path\n"
+        "cohort = {k: Path(v) for k, v in %r.items()}\n"
+        "_train(cohort, Path(%r), model='abmil', training=%r)\n"
+    ) % (str(Path(__file__).parent), {k: str(v) for k, v in cohort.items() if k != "frame"}, str(folder), training)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent)
+    state = folder / "resume_state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        log = folder / "train_log.csv"
+        if state.exists() and log.exists() and log.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert state.exists()
+    assert not (folder / "predictions.csv").exists() and not (folder / "checkpoint.pt").exists()
+    resumed = _train(cohort, folder, model="abmil", training=training)
+    assert Path(resumed.predictions).read_bytes() == Path(full.predictions).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(full.train_log).drop(columns="seconds"),
+                                  pd.read_csv(resumed.train_log).drop(columns="seconds"))
