@@ -2,8 +2,6 @@
 # Included by the Snakefile only when demo.enabled; the sample sheet of the other rules comes
 # from the same cohort plan (hmf.demo.plan.planned_sample_sheet).
 
-import re
-
 DEMO_CFG = config["demo"]
 DEMO_LABEL_KEY = {"camelyon17": "stage_labels", "tcga": "label_csv"}[DEMO_CFG["kind"]]
 if DATASET.get("format") != DEMO_CFG["kind"] or not DATASET.get(DEMO_LABEL_KEY) or not DATASET.get("slide_dir"):
@@ -27,27 +25,36 @@ rule demo_sources:
         "../workflow/scripts/demo_sources.py"
 
 
-rule demo_slide:
-    """One demo slide: real tissue and tumour textures composed to the plan, as a pyramidal TIFF."""
-    input:
-        aperio=rules.demo_sources.output.aperio,
-        tumour=rules.demo_sources.output.tumour,
-    output:
-        f"{DATASET['slide_dir']}/{{slide}}.tif",
-    wildcard_constraints:
-        slide="|".join(re.escape(slide) for slide in SLIDE_IDS),
-    params:
-        demo=DEMO_CFG,
-    resources:
-        mem_mb=1500,
-    log:
-        f"{LOGS}/demo/slide/{{slide}}.log",
-    benchmark:
-        f"{BENCH}/demo/slide/{{slide}}.tsv"
-    conda:
-        "../envs/hmf.yaml"
-    script:
-        "../workflow/scripts/demo_slide.py"
+# Slides are written in batches: a job costs about a second of start-up, a slide a fraction
+# of that. The batches are fixed when the workflow is read; each slide is still its own file.
+DEMO_SLIDES_PER_JOB = 16
+
+for _index, _batch in enumerate(
+    [SLIDE_IDS[i : i + DEMO_SLIDES_PER_JOB] for i in range(0, len(SLIDE_IDS), DEMO_SLIDES_PER_JOB)]
+):
+
+    rule:
+        """Demo slides: real tissue and tumour textures composed to the plan, as pyramidal TIFFs."""
+        name:
+            f"demo_slides_batch{_index}"
+        input:
+            aperio=rules.demo_sources.output.aperio,
+            tumour=rules.demo_sources.output.tumour,
+        output:
+            [_PATHS[s] for s in _batch],
+        params:
+            demo=DEMO_CFG,
+            slides=_batch,
+        resources:
+            mem_mb=1500,
+        log:
+            f"{LOGS}/demo/slides_batch{_index}.log",
+        benchmark:
+            f"{BENCH}/demo/slides_batch{_index}.tsv"
+        conda:
+            "../envs/hmf.yaml"
+        script:
+            "../workflow/scripts/demo_slide.py"
 
 
 rule demo_labels:

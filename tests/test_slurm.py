@@ -215,7 +215,7 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
     remote = copy_workflow(tmp_path / "slurm")
     dataset = yaml.safe_load((remote / TINY_CONFIG).read_text())["dataset"]["name"]
     # The demo dataset (the workflow's input) is generated once and given to both runs.
-    run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG, "--until", "demo_slide", "demo_labels",
+    run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG, "--until", "demo_labels", "demo_slides_batch0",  # one batch: <= 16 slides
                   timeout=WORKFLOW_TIMEOUT_S)
     shutil.copytree(local / "resources" / "demo", remote / "resources" / "demo")
 
