@@ -48,6 +48,12 @@ class NystromAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m = x.shape[0], self.landmarks
+        if n <= m:
+            # No more tokens than landmarks: exact attention is cheaper than the approximation
+            # (which would pad the bag to m tokens and invert an m x m matrix per head).
+            q, k, v = (t.reshape(n, self.heads, self.head_dim).transpose(0, 1) for t in self.qkv(x).chunk(3, -1))
+            out = F.scaled_dot_product_attention(q, k, v) + self.residual(v.unsqueeze(0))[0]
+            return self.out(out.transpose(0, 1).reshape(n, -1))
         pad = (m - n % m) % m
         x = F.pad(x, (0, 0, pad, 0))  # zero tokens in front, as in the reference implementation
         q, k, v = (t.reshape(-1, self.heads, self.head_dim).transpose(0, 1) for t in self.qkv(x).chunk(3, -1))
