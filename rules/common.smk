@@ -80,23 +80,6 @@ def label_inputs():
     return [DATASET[key] for key in keys[DATASET.get("format", "generic")]]
 
 
-def _wants_gpu(wildcards):
-    """1 when features.device names a GPU; `auto` claims none (profiles set gpu per rule)."""
-    return 1 if str(config["features"].get("device", "auto")).startswith(("cuda", "gpu")) else 0
-
-
-def _extraction_threads(wildcards):
-    """The cores shared out among the slides: many small jobs with one thread each keep every
-    core busy (and overlap each job's start-up) better than one many-threaded job at a time,
-    whose threads stall each other on a busy machine; a few large slides get several threads.
-    Profiles may set the threads of extract_features instead (set-threads)."""
-    return max(1, workflow.cores // max(1, len(SLIDE_IDS)))
-
-
-def _one_of(names):
-    return "|".join(re.escape(name) for name in names)
-
-
 def train_slide_inputs(wildcards):
     inputs = {
         "sheet": f"{R}/sample_sheet.csv",

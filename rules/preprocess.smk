@@ -71,9 +71,11 @@ if SLIDES_PER_JOB == 1:
         params:
             features=config["features"],
             mpp=slide_mpp,
-        threads: _extraction_threads
+        # Cores shared out among the slides: many one-thread jobs keep every core busy and
+        # overlap each job's start-up; a few large slides get several threads each.
+        threads: lambda wc: max(1, workflow.cores // max(1, len(SLIDE_IDS)))
         resources:
-            gpu=_wants_gpu,
+            gpu=lambda wc: int(str(config["features"]["device"]).startswith(("cuda", "gpu"))),
             mem_mb=4000,
         log:
             f"{LOGS}/extract_features/{{slide}}.log",
@@ -107,7 +109,7 @@ else:
                 mpp=[_MPP.get(s) if _MPP.get(s) == _MPP.get(s) else None for s in _batch],
             threads: 1
             resources:
-                gpu=_wants_gpu,
+                gpu=lambda wc: int(str(config["features"]["device"]).startswith(("cuda", "gpu"))),
                 mem_mb=4000,
             log:
                 f"{LOGS}/extract_features/batch{_index}.log",

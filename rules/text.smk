@@ -35,7 +35,7 @@ rule prompts:
         template_sha256=lambda wc: PROMPT_KEYS[wc.labelset]["template_sha256"],
         classes=lambda wc: PROMPT_KEYS[wc.labelset]["classes"],
     wildcard_constraints:
-        labelset=_one_of(TEXT_LABELSETS),
+        labelset="|".join(map(re.escape, TEXT_LABELSETS)),
     log:
         f"{LOGS}/prompts/{{labelset}}.log",
     conda:
@@ -53,8 +53,8 @@ rule encode_text:
     params:
         encoder=lambda wc: encoder_spec(wc.text_encoder, TEXT),
     wildcard_constraints:
-        labelset=_one_of(TEXT_LABELSETS),
-        text_encoder=_one_of(sorted(TEXT["encoders"])),
+        labelset="|".join(map(re.escape, TEXT_LABELSETS)),
+        text_encoder="|".join(map(re.escape, sorted(TEXT["encoders"]))),
     threads: 1
     log:
         f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
