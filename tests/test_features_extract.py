@@ -123,7 +123,7 @@ def test_timm_encoder_from_a_local_checkpoint(tmp_path):
 
 def test_config_validation():
     enc, run = resolve_features({"encoder": "resnet50_trunc", "weights": "random", "device": "cpu"})
-    assert enc.weights == "random" and run.device == "cpu" and run.batch_for(torch.device("cpu")) == 8
+    assert enc.weights == "random" and run.device == "cpu" and run.batch_for(torch.device("cpu")) == 4
     with pytest.raises(FeaturesConfigError, match="bogus"):
         resolve_features({"bogus": 1})
     with pytest.raises(FeaturesConfigError, match="batch_size"):
