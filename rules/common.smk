@@ -51,7 +51,8 @@ except (SampleSheetError, ValueError) as err:
 
 SLIDE_IDS = list(SHEET["slide_id"])
 _PATHS = dict(zip(SHEET["slide_id"], SHEET["path"]))
-_MPP = dict(zip(SHEET["slide_id"], SHEET["mpp"]))
+# Per-slide µm per pixel from the sample sheet; None (read it from the slide) where it is empty.
+_MPP = {s: (None if m != m else float(m)) for s, m in zip(SHEET["slide_id"], SHEET["mpp"])}
 
 if "pn_rule" in PATIENT_MODELS and not TASK.pn_rule:
     raise WorkflowError(f"models.patient: pn_rule applies to CAMELYON17 only, not task {TASK.name}")
@@ -70,9 +71,7 @@ def slide_path(wildcards):
 
 def slide_mpp(wildcards):
     """Per-slide µm per pixel from the sample sheet, or None to read it from the slide."""
-    mpp = _MPP.get(wildcards.slide)
-    return None if mpp is None or mpp != mpp else float(mpp)
-
+    return _MPP[wildcards.slide]
 
 def label_inputs():
     """The user's label files (for the demo: those the demo rules write)."""

@@ -106,7 +106,7 @@ else:
             params:
                 features=config["features"],
                 slides=_batch,
-                mpp=[_MPP.get(s) if _MPP.get(s) == _MPP.get(s) else None for s in _batch],
+                mpp=[_MPP[s] for s in _batch],
             threads: 1
             resources:
                 gpu=lambda wc: int(str(config["features"]["device"]).startswith(("cuda", "gpu"))),

@@ -31,14 +31,13 @@ class SlideOutputs:
 
 def load_text_inputs(path: str | Path, classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The text bank (P, E) and the class index of each description, checked against the task."""
-    from hmf.text.embeddings import load_text_bank
+    from hmf.text.embeddings import load_text_bank, prompt_class_index
 
     bank = load_text_bank(path)
     names = list(bank["class_names"])
     if names != list(classes):
         raise ValueError(f"{path}: text bank classes {names} differ from the task's {list(classes)}")
-    prompt_classes = torch.tensor([names.index(c) for c in bank["classes"]], dtype=torch.long)
-    return torch.as_tensor(bank["embeddings"], dtype=torch.float32), prompt_classes
+    return torch.as_tensor(bank["embeddings"], dtype=torch.float32), prompt_class_index(bank)
 
 
 def _items(bags: dict[str, Bag], ids: list[str], labels: dict[str, int], text: torch.Tensor | None,
