@@ -94,12 +94,41 @@ def test_random_weights_are_seeded():
         assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
 
 
+def test_split_preprocessing_equals_torchvision_per_image_transform(aperio_slide, coords_subset):
+    """uint8 pixels from the reader + per-batch normalisation give the exact float values of
+    CLAM's per-image Resize/ToTensor/Normalize, in channels-last memory; the patch is the
+    slide's RGB with the alpha dropped."""
+    import openslide
+    from torchvision import transforms
+
+    from hmf.wsi.slide import open_slide
+
+    encoder = build_encoder(EncoderSettings(weights="random"))
+    reference = transforms.Compose([transforms.Resize(224), transforms.ToTensor(),
+                                    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    coords, _ = read_coords(coords_subset)
+    slide, raw = open_slide(aperio_slide), openslide.OpenSlide(str(aperio_slide))
+    pixels, expected = [], []
+    for x, y in coords[:4]:
+        image = slide.read_region_image((x, y), 0, (256, 256))
+        rgba = np.asarray(raw.read_region((int(x), int(y)), 0, (256, 256)))
+        assert np.array_equal(np.asarray(image), rgba[..., :3])
+        pixels.append(encoder.pixels(image))
+        expected.append(reference(image))
+    batch = torch.stack(pixels)
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 224, 224, 3)
+    normalized = encoder.normalize(batch)
+    assert normalized.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(normalized, torch.stack(expected))
+    assert torch.equal(encoder.transform(image), expected[-1])
+
+
 def test_registry_accepts_a_user_encoder():
-    from hmf.features.encoders import Encoder, eval_transform
+    from hmf.features.encoders import Encoder
 
     register_encoder("tiny_test", lambda s: Encoder("tiny_test", torch.nn.Sequential(
         torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
-        eval_transform(32, (0.5,) * 3, (0.5,) * 3), 5, "random", 32))
+        5, "random", 32, (0.5,) * 3, (0.5,) * 3))
     assert build_encoder(EncoderSettings(encoder="tiny_test")).dim == 5
 
 
@@ -123,11 +152,13 @@ def test_timm_encoder_from_a_local_checkpoint(tmp_path):
 
 def test_config_validation():
     enc, run = resolve_features({"encoder": "resnet50_trunc", "weights": "random", "device": "cpu"})
-    assert enc.weights == "random" and run.device == "cpu" and run.batch_for(torch.device("cpu")) == 4
+    assert enc.weights == "random" and run.device == "cpu" and run.batch_for(torch.device("cpu")) == 2
     with pytest.raises(FeaturesConfigError, match="bogus"):
         resolve_features({"bogus": 1})
     with pytest.raises(FeaturesConfigError, match="batch_size"):
         resolve_features({"batch_size": 0})
+    with pytest.raises(FeaturesConfigError, match="cpu_streams"):
+        resolve_features({"cpu_streams": 0})
     with pytest.raises(FeaturesConfigError, match="device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
@@ -137,7 +168,7 @@ def test_config_validation():
 
 def test_extraction_outputs_are_finite_complete_and_reproducible(aperio_slide, coords_subset, tmp_path):
     outs = []
-    for run, workers in enumerate((1, 0)):  # a reader process, then in-process reads
+    for run, workers in enumerate((1, 0)):  # a reader process, then reads in the CPU streams
         h5, pt = tmp_path / f"h5_{run}" / "cmu.h5", tmp_path / f"pt_{run}" / "cmu.pt"
         stats = extract_features(aperio_slide, coords_subset, h5, pt,
                                  {"weights": "random", "device": "cpu", "num_workers": workers, "batch_size": 4},
@@ -191,7 +222,7 @@ def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
 
     encoder = build_encoder(EncoderSettings(weights="random"))
     coords, attrs = read_coords(coords_subset)
-    dataset = PatchDataset(open_slide(aperio_slide), coords[:3], 0, int(attrs["patch_size"]), encoder.transform)
+    dataset = PatchDataset(open_slide(aperio_slide), coords[:3], 0, int(attrs["patch_size"]), encoder.pixels)
     cpu = torch.device("cpu")
     eager = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="none"))
     frozen = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="jit"))
@@ -199,6 +230,46 @@ def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
     assert frozen.shape == eager.shape == (3, 1024)
     torch.testing.assert_close(frozen, eager, rtol=1e-3, atol=1e-3)
     assert torch.equal(frozen, again)
+
+
+@pytest.mark.parametrize("source", ["aperio", "png"])
+def test_cpu_streams_return_every_batch_in_order(source, aperio_slide, tumour_image, coords_subset):
+    """Three streams finishing in any order give the bits of one stream; a PNG (PIL behind
+    OpenSlide's ImageSlide, read under a lock) as well as an SVS."""
+    from hmf.features.extract import PatchDataset, RuntimeSettings, encode_patches
+    from hmf.wsi.slide import open_slide
+
+    encoder = build_encoder(EncoderSettings(weights="random"))
+    if source == "aperio":
+        slide, coords = open_slide(aperio_slide), read_coords(coords_subset)[0]
+    else:
+        slide, coords = open_slide(tumour_image), np.array([[x, y] for y in (0, 500) for x in (0, 250, 500)])
+    dataset = PatchDataset(slide, coords, 0, 256, encoder.pixels)
+    cpu, seen = torch.device("cpu"), []
+    one = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=1, cpu_optimize="none"))
+    three = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=3, cpu_optimize="none"),
+                           on_batch=seen.append)
+    assert seen == [2, 4, 6]
+    assert torch.equal(one, three)
+    with torch.inference_mode():  # and each row is its own patch's features
+        single = encoder.module(encoder.normalize(dataset[4][None]))
+    torch.testing.assert_close(three[4:5], single, rtol=1e-4, atol=1e-4)
+
+
+def test_region_read_failing_in_a_stream_names_the_slide(aperio_slide, coords_subset, tmp_path):
+    from hmf.wsi.slide import SlideError
+
+    data = bytearray(aperio_slide.read_bytes())
+    a, b = int(len(data) * 0.2), int(len(data) * 0.6)
+    data[a:b] = bytes(b - a)  # wipe the middle tiles, keep the directories
+    damaged = tmp_path / "damaged.svs"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "h5_files" / "damaged.h5"
+    with pytest.raises(SlideError, match=r"slide damaged: reading .* failed"):
+        extract_features(damaged, coords_subset, out, tmp_path / "pt_files" / "damaged.pt",
+                         {"weights": "random", "device": "cpu", "batch_size": 2, "cpu_streams": 2},
+                         slide_id="damaged")
+    assert not out.exists() and not (tmp_path / "pt_files" / "damaged.pt").exists()
 
 
 def test_every_schema_default_is_accepted():

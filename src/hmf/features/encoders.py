@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,12 +53,40 @@ class EncoderSettings:
 
 @dataclass
 class Encoder:
+    """A patch encoder and its preprocessing, split in two so that readers ship uint8 pixels:
+
+    :meth:`pixels` (in the reader processes) resizes one patch as CLAM does and keeps it
+    uint8; :meth:`normalize` (on the compute device, per batch) does ToTensor's ``/ 255`` and
+    the mean/std normalisation with the same float operations in the same order, so the
+    model sees the values torchvision's per-image transform gives, bit for bit.
+    """
+
     name: str
     module: nn.Module
-    transform: Callable            # PIL RGB image -> float tensor (3, H, W)
     dim: int
     weights: str                   # what the weights were, as recorded in the outputs
     input_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self):
+        self._resize = resize_transform(self.input_size)
+
+    def pixels(self, image) -> torch.Tensor:
+        """uint8 (input_size, input_size, 3) of an RGB ``PIL.Image``: CLAM's resize (PIL
+        bilinear with antialiasing, as ``transforms.Resize``) and centre crop."""
+        return torch.from_numpy(np.array(self._resize(image), dtype=np.uint8))
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """float32 (B, 3, H, W) in channels-last memory from uint8 (B, H, W, 3) ``pixels``."""
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+        # A permuted NHWC tensor is NCHW with channels-last strides; the ops below keep them.
+        return batch.permute(0, 3, 1, 2).to(torch.float32).div(255).sub(mean).div(std)
+
+    def transform(self, image) -> torch.Tensor:
+        """float32 (3, H, W) of one RGB ``PIL.Image``: :meth:`pixels` then :meth:`normalize`."""
+        return self.normalize(self.pixels(image)[None])[0]
 
 
 Builder = Callable[[EncoderSettings], Encoder]
@@ -93,16 +122,12 @@ def build_encoder(settings: EncoderSettings) -> Encoder:
     return encoder
 
 
-def eval_transform(input_size: int, mean, std):
-    """CLAM's evaluation preprocessing: resize, ToTensor, normalise."""
+def resize_transform(input_size: int):
+    """The geometric half of CLAM's evaluation preprocessing: resize, then centre crop (a
+    no-op for square patches). The other half is :meth:`Encoder.normalize`."""
     from torchvision import transforms
 
-    return transforms.Compose([
-        transforms.Resize(input_size),
-        transforms.CenterCrop(input_size),  # a no-op for square patches
-        transforms.ToTensor(),
-        transforms.Normalize(mean=tuple(mean), std=tuple(std)),
-    ])
+    return transforms.Compose([transforms.Resize(input_size), transforms.CenterCrop(input_size)])
 
 
 # -- state dicts ---------------------------------------------------------------------------
@@ -209,9 +234,8 @@ def build_resnet50_trunc(settings: EncoderSettings) -> Encoder:
         else:
             state, recorded = load_state_dict(source), str(source)
         _load_into(module, state, recorded, ignore_prefixes=("layer4.", "fc.", "pool."))
-    size = settings.input_size or 224
-    transform = eval_transform(size, settings.mean or IMAGENET_MEAN, settings.std or IMAGENET_STD)
-    return Encoder("resnet50_trunc", fuse_conv_bn(module), transform, ResNet50Trunc.dim, recorded, size)
+    return Encoder("resnet50_trunc", fuse_conv_bn(module), ResNet50Trunc.dim, recorded,
+                   settings.input_size or 224, settings.mean or IMAGENET_MEAN, settings.std or IMAGENET_STD)
 
 
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
@@ -279,7 +303,7 @@ def build_timm(arch: str, settings: EncoderSettings) -> Encoder:
     dim = int(getattr(module, "num_features", 0) or 0)
     with torch.inference_mode():  # the real output size, whatever the pooling
         dim = int(module.eval()(torch.zeros(1, 3, size, size)).shape[-1])
-    return Encoder(f"timm:{arch}", module, eval_transform(size, mean, std), dim, recorded, size)
+    return Encoder(f"timm:{arch}", module, dim, recorded, size, mean, std)
 
 
 register_encoder("resnet50_trunc", build_resnet50_trunc)

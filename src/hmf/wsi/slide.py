@@ -8,8 +8,10 @@ names the slide and the cause.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,8 @@ class Slide:
             raise SlideError(f"slide {self.name}: cannot open {self.path}: {err}") from None
         self._handle = handle
         self._pid = os.getpid()
+        # OpenSlide handles are thread-safe; the PIL image behind an ImageSlide is not.
+        self._read_lock = threading.Lock() if isinstance(handle, openslide.ImageSlide) else None
         return handle
 
     @property
@@ -143,6 +147,7 @@ class Slide:
         state = dict(self.__dict__)
         state["_handle"] = None
         state["_pid"] = None
+        state["_read_lock"] = None
         return state
 
     def __enter__(self):
@@ -176,8 +181,8 @@ class Slide:
         return self.mpp
 
     # -- pixels -----------------------------------------------------------------------
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 array (h, w, 3) of ``size`` pixels at ``level``; ``location`` in level-0 px.
+    def read_region_image(self, location: tuple[int, int], level: int, size: tuple[int, int]):
+        """RGB ``PIL.Image`` of ``size`` pixels at ``level``; ``location`` in level-0 px.
 
         Pixels outside the slide come back black (transparent pixels with the alpha dropped),
         as in CLAM's padded patches.
@@ -187,15 +192,20 @@ class Slide:
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
             raise SlideError(f"slide {self.name}: cannot read an empty region of {w} x {h} px")
+        handle = self.handle
         try:
-            region = self.handle.read_region((int(location[0]), int(location[1])), level, (w, h))
+            with self._read_lock or contextlib.nullcontext():
+                region = handle.read_region((int(location[0]), int(location[1])), level, (w, h))
+            return region.convert("RGB")  # drops alpha; no compositing
         except Exception as err:
             raise SlideError(
                 f"slide {self.name}: reading {w} x {h} px at level {level}, level-0 position "
                 f"{tuple(map(int, location))} of {self.path} failed: {err}"
             ) from None
-        rgba = np.asarray(region)
-        return np.ascontiguousarray(rgba[..., :3])
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 array (h, w, 3) of :meth:`read_region_image`."""
+        return np.array(self.read_region_image(location, level, size))  # writable copy
 
     def read_downsampled(self, downsample: float) -> tuple[np.ndarray, tuple[float, float]]:
         """The whole slide at about ``downsample`` times smaller than level 0.
