@@ -121,6 +121,9 @@ def test_split_preprocessing_equals_torchvision_per_image_transform(aperio_slide
     assert normalized.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(normalized, torch.stack(expected))
     assert torch.equal(encoder.transform(image), expected[-1])
+    import pickle
+
+    assert len(pickle.dumps(encoder.pixels)) < 10_000  # reader processes do not receive the network
 
 
 def test_registry_accepts_a_user_encoder():

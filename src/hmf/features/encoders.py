@@ -70,23 +70,35 @@ class Encoder:
     std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self):
-        self._resize = resize_transform(self.input_size)
-
-    def pixels(self, image) -> torch.Tensor:
-        """uint8 (input_size, input_size, 3) of an RGB ``PIL.Image``: CLAM's resize (PIL
-        bilinear with antialiasing, as ``transforms.Resize``) and centre crop."""
-        return torch.from_numpy(np.array(self._resize(image), dtype=np.uint8))
+        # A small object of its own, so reader processes receive it without the network.
+        self.pixels = PatchPixels(self.input_size)
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """float32 (B, 3, H, W) in channels-last memory from uint8 (B, H, W, 3) ``pixels``."""
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+        if batch.device not in self._stats:  # made once per device: no host-to-GPU copy per batch
+            self._stats[batch.device] = tuple(
+                torch.tensor(v, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+                for v in (self.mean, self.std))
+        mean, std = self._stats[batch.device]
         # A permuted NHWC tensor is NCHW with channels-last strides; the ops below keep them.
         return batch.permute(0, 3, 1, 2).to(torch.float32).div(255).sub(mean).div(std)
 
     def transform(self, image) -> torch.Tensor:
         """float32 (3, H, W) of one RGB ``PIL.Image``: :meth:`pixels` then :meth:`normalize`."""
         return self.normalize(self.pixels(image)[None])[0]
+
+
+class PatchPixels:
+    """uint8 (size, size, 3) tensor of an RGB ``PIL.Image``: CLAM's resize (PIL bilinear with
+    antialiasing, as ``transforms.Resize``) and centre crop (a no-op for square patches)."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self._resize = resize_transform(self.size)
+
+    def __call__(self, image) -> torch.Tensor:
+        return torch.from_numpy(np.array(self._resize(image), dtype=np.uint8))
 
 
 Builder = Callable[[EncoderSettings], Encoder]
@@ -123,8 +135,8 @@ def build_encoder(settings: EncoderSettings) -> Encoder:
 
 
 def resize_transform(input_size: int):
-    """The geometric half of CLAM's evaluation preprocessing: resize, then centre crop (a
-    no-op for square patches). The other half is :meth:`Encoder.normalize`."""
+    """The geometric half of CLAM's evaluation preprocessing: resize, then centre crop. The
+    other half is :meth:`Encoder.normalize`."""
     from torchvision import transforms
 
     return transforms.Compose([transforms.Resize(input_size), transforms.CenterCrop(input_size)])
