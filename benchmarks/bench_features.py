@@ -8,15 +8,16 @@ ResNet50-trunc) and the ratios.
 
     .venv/bin/python benchmarks/bench_features.py [--n-patches 480] [--batch-size auto] [--cpu-optimize jit]
 
-On a shared machine the figures move with the other load. The matmul rate is the best of
-short samples before and after the extraction; next to the whole-run pipeline rate the best
-rate over any window of --window consecutive batches is printed, which compares like with
-like when other processes take the cores part of the time.
+The pipeline runs --repeats times over the same patches; each run's rate and ratio are
+printed and the headline is their median, so one slow spell of a shared or virtual machine
+does not decide the figure. The matmul rate is the best of short samples taken before,
+between and after the runs (the highest limit, so the ratios are the conservative ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--streams", default="auto", help="CPU streams (auto: one per thread)")
     parser.add_argument("--cpu-optimize", default="jit", choices=["auto", "jit", "none"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--window", type=int, default=4, help="batches per window of the best-window rate")
+    parser.add_argument("--repeats", type=int, default=3, help="whole-pipeline runs; the headline is their median")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,37 +93,34 @@ def main() -> None:
     slide = open_slide(slide_path, name="cmu")
     dataset = PatchDataset(slide, coords, int(attrs["patch_level"]), int(attrs["patch_size"]), encoder.pixels)
 
-    before = matmul_gflops()
+    samples = [matmul_gflops()]
     start = time.perf_counter()
     model = prepare_model(encoder, device, runtime, len(coords), batch_size)
     prepare_s = time.perf_counter() - start
     warm = PatchDataset(slide, coords[: 2 * batch_size], dataset.patch_level, dataset.patch_size, encoder.pixels)
     encode_patches(encoder, warm, device, runtime, model=model)  # oneDNN primitive creation
-    marks: list[tuple[float, int]] = []
-    start = time.perf_counter()
-    marks.append((start, 0))
-    features = encode_patches(encoder, dataset, device, runtime, model=model,
-                              on_batch=lambda done: marks.append((time.perf_counter(), done)))
-    pipeline = len(coords) / (time.perf_counter() - start)
-    # Skip the first batch (worker start-up) when picking the best window.
-    windows = [(marks[i + args.window][1] - marks[i][1]) / (marks[i + args.window][0] - marks[i][0])
-               for i in range(1, len(marks) - args.window)]
-    best_window = max(windows) if windows else pipeline
+    rates = []
+    for _ in range(max(1, args.repeats)):
+        start = time.perf_counter()
+        features = encode_patches(encoder, dataset, device, runtime, model=model)
+        rates.append(len(coords) / (time.perf_counter() - start))
+        samples.append(matmul_gflops(seconds=1.0))
     in_memory = InMemoryPatches([dataset[i] for i in range(len(dataset))], dataset.slide)
     start = time.perf_counter()
     encode_patches(encoder, in_memory, device, runtime, model=model)
     model_only = len(in_memory) / (time.perf_counter() - start)
-    after = matmul_gflops()
-    gflops = max(before, after)
+    samples.append(matmul_gflops())
+    gflops = max(samples)
     limit = gflops / GFLOP_PER_PATCH
     assert features.shape == (len(coords), 1024) and torch.isfinite(features).all()
+    median = statistics.median(rates)
     print(f"{describe_layout(runtime, device, len(coords))}, {len(coords)} patches of "
           f"{dataset.patch_size} px, device {device}, cpu_optimize {args.cpu_optimize} "
           f"(model prepared in {prepare_s:.1f} s)")
-    print(f"fp32 matmul: {gflops:.1f} GFLOP/s (before {before:.1f}, after {after:.1f})")
+    print(f"fp32 matmul: {gflops:.1f} GFLOP/s (best of samples {', '.join(f'{g:.1f}' for g in samples)})")
     print(f"compute limit: {limit:.2f} patches/s ({GFLOP_PER_PATCH} GFLOP per patch)")
-    print(f"pipeline, whole run: {pipeline:.2f} patches/s, ratio {pipeline / limit:.2f}")
-    print(f"pipeline, best {args.window}-batch window: {best_window:.2f} patches/s, ratio {best_window / limit:.2f}")
+    print("pipeline runs: " + ", ".join(f"{r:.2f} patches/s (ratio {r / limit:.2f})" for r in rates))
+    print(f"pipeline, median of {len(rates)} whole runs: {median:.2f} patches/s, ratio {median / limit:.2f}")
     print(f"patches already in memory (normalisation + model): {model_only:.2f} patches/s, "
           f"ratio {model_only / limit:.2f}")
 
