@@ -20,14 +20,6 @@ TINY = {"dim": 32, "embed_dim": 48, "filter_hidden": 32, "filter_attn_hidden": 1
         "encoder_heads": 4, "encoder_ff": 64}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(**params):
     torch.manual_seed(0)
     return build_slide_model("hmf", D, C, {**TINY, **params}, text_dim=E)

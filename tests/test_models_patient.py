@@ -14,14 +14,6 @@ E = 32
 TINY = {"hmf_patient": {"heads": 4, "ff_dim": 64, "attn_hidden": [32, 16], "mlp_hidden": 16}}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, n_classes: int):
     return build_patient_model(name, E, n_classes, TINY.get(name))
 

@@ -27,15 +27,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny tensors gain nothing from more, and a shared machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, n_classes: int, **extra):
     return build_slide_model(name, D, n_classes, {**TINY[name], **extra}, text_dim=TEXT_DIM if name == "hmf" else None)
 

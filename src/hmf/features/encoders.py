@@ -94,8 +94,11 @@ class PatchPixels:
     antialiasing, as ``transforms.Resize``) and centre crop (a no-op for square patches)."""
 
     def __init__(self, size: int):
+        from torchvision import transforms
+
         self.size = int(size)
-        self._resize = resize_transform(self.size)
+        # The geometric half of CLAM's evaluation preprocessing; the rest is Encoder.normalize.
+        self._resize = transforms.Compose([transforms.Resize(self.size), transforms.CenterCrop(self.size)])
 
     def __call__(self, image) -> torch.Tensor:
         return torch.from_numpy(np.array(self._resize(image), dtype=np.uint8))
@@ -132,14 +135,6 @@ def build_encoder(settings: EncoderSettings) -> Encoder:
         raise EncoderError(f"features.encoder={name!r} is unknown; available: {', '.join(available_encoders())}")
     encoder.module.eval()
     return encoder
-
-
-def resize_transform(input_size: int):
-    """The geometric half of CLAM's evaluation preprocessing: resize, then centre crop. The
-    other half is :meth:`Encoder.normalize`."""
-    from torchvision import transforms
-
-    return transforms.Compose([transforms.Resize(input_size), transforms.CenterCrop(input_size)])
 
 
 # -- state dicts ---------------------------------------------------------------------------

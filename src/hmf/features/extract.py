@@ -200,6 +200,11 @@ def reader_processes(runtime: RuntimeSettings, device: torch.device, n_patches: 
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def uses_cpu_streams(device: torch.device, workers: int) -> bool:
+    """CPU runs without reader processes encode in streams (see the module docstring)."""
+    return device.type == "cpu" and workers == 0
+
+
 def cpu_stream_layout(runtime: RuntimeSettings, n_batches: int) -> tuple[int, int]:
     """(streams, torch threads per stream) for ``n_batches`` on the CPU."""
     threads = max(1, torch.get_num_threads())
@@ -212,7 +217,7 @@ def describe_layout(runtime: RuntimeSettings, device: torch.device, n_patches: i
     """How ``n_patches`` will be encoded, for logs: batch, readers or streams, threads."""
     batch = runtime.batch_for(device)
     workers = reader_processes(runtime, device, n_patches)
-    if device.type == "cpu" and workers == 0:
+    if uses_cpu_streams(device, workers):
         streams, threads = cpu_stream_layout(runtime, -(-n_patches // batch))
         return f"batch {batch}, {streams} CPU stream(s) of {threads} torch thread(s)"
     return f"batch {batch}, {workers} reader process(es), {torch.get_num_threads()} torch thread(s)"
@@ -263,7 +268,7 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
                desc=f"{dataset.slide.name} features", dynamic_ncols=False, ascii=True)
     done = 0
     with bar:
-        if device.type == "cpu" and workers == 0:
+        if uses_cpu_streams(device, workers):
             batches = _encode_in_cpu_streams(encoder, dataset, model, runtime, batch_size, out)
         else:
             batches = _encode_from_loader(encoder, dataset, model, device, batch_size, workers, out)

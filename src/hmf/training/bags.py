@@ -22,7 +22,7 @@ class Bag:
 
 
 class FeatureFileError(RuntimeError):
-    pass
+    """A slide's feature file is missing or does not fit the others."""
 
 
 def load_bags(sheet: pd.DataFrame, features_dir: str | Path) -> dict[str, Bag]:
