@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from hmf.demo.plan import (

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow, run_snakemake
+from conftest import copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
 R = "results/tiny_camelyon17"

@@ -12,7 +12,7 @@ from PIL import Image
 from hmf.wsi.contours_io import read_contours
 from hmf.wsi.patching import (PatchGeometry, contour_patches, passes_contour, read_coords,
                               resolve_geometry)
-from hmf.wsi.presets import PatchingParams, resolve_preprocessing
+from hmf.wsi.presets import PatchingParams
 from hmf.wsi.qc import write_qc_summary
 from hmf.wsi.segmentation import Tissue, as_cv
 from hmf.wsi.slide import SlideError, open_slide

@@ -16,7 +16,7 @@ from hmf.tasks import Task
 from hmf.training.bags import Bag, class_weights, fold_parts, load_bags, read_split
 from hmf.training import standardise
 from hmf.training.hparams import resolve
-from hmf.training.loop import FitConfig, Item, fingerprint, fit, predict, seed_everything
+from hmf.training.loop import Item, fingerprint, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
 

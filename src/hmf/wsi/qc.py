@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
