@@ -121,15 +121,16 @@ def train_slide_fold(
     write_csv(outputs.train_log, pd.DataFrame(result.rows))
     model.load_state_dict(result.best_state)
 
-    # Predictions: only the features (and the full text bank) reach the model.
-    test_items = _items(bags, parts["test"], labels, text, model.needs_coords)
-    test = predict(model, test_items, dev, hp.fit.bf16)
-    write_predictions([i.key for i in test_items], [classes[i.label] for i in test_items],
-                      test["probs"].reshape(len(test_items), len(classes)), classes, outputs.predictions)
-
+    # One pass over every slide (embeddings for the patient models); the test rows of it are
+    # the fold's predictions. Only the features (and the full text bank) reach the model.
     all_ids = sorted(bags)
     every = predict(model, _items(bags, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16,
                     keys=("logits", "embedding"))
+    row_of = {slide_id: i for i, slide_id in enumerate(all_ids)}
+    test_rows = [row_of[s] for s in parts["test"]]
+    write_predictions(parts["test"], [classes[labels[s]] for s in parts["test"]],
+                      every["probs"].reshape(len(all_ids), len(classes))[test_rows], classes, outputs.predictions)
+
     with atomic_path(outputs.embeddings) as tmp:
         torch.save({"slide_ids": all_ids, "embeddings": torch.from_numpy(every["embedding"]).float(),
                     "probs": torch.from_numpy(every["probs"]).float(), "classes": list(classes),
