@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint dag clean-demo
+.PHONY: setup demo report test lint dag clean-demo
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup  ## build the embedded demo cohort and run the whole workflow on it
 	$(BIN)/snakemake --cores $(CORES)
+
+REPORT ?= report.html
+report: setup  ## build what is missing, then the self-contained Snakemake report, and print its size
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report $(REPORT) --cores 1
+	$(BIN)/python -m hmf.report.size $(REPORT)
 
 test: setup  ## run the test suite
 	$(BIN)/pytest -q

@@ -15,7 +15,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 sys.path.insert(0, f"{workflow.basedir}/src")
 
-from hmf.config import ConfigError, validate_config
+from hmf.config import ConfigError, check_model_params, validate_config
 
 
 # The demo config is the default; a config given with --configfile replaces it (rather
@@ -27,6 +27,7 @@ if not workflow.overwrite_configfiles:
 
 try:
     validate_config(config, f"{workflow.basedir}/config/schema/config.schema.yaml")
+    check_model_params(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -43,10 +44,15 @@ if DEMO:
     include: "rules/demo.smk"
 
 
-include: "rules/preprocess.smk"
+if not PRECOMPUTED:
+
+    include: "rules/preprocess.smk"
+
+
 include: "rules/text.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/predict.smk"
 include: "rules/report.smk"
 
 
@@ -72,12 +78,17 @@ rule all:
 
 
 rule features:
-    """Segmentation, patching and feature extraction for every slide, plus the QC summary."""
+    """Segmentation, patching and feature extraction for every slide, plus the QC summary
+    (with features.precomputed_dir: the given feature files, checked)."""
     input:
-        expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
-        expand(f"{FEATURES_DIR}/pt_files/{{slide}}.pt", slide=SLIDE_IDS),
-        expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
-        f"{R}/qc/summary.csv",
+        list(FEATURE_FILES.values())
+        if PRECOMPUTED
+        else [
+            *expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
+            *expand(f"{FEATURES_DIR}/pt_files/{{slide}}.pt", slide=SLIDE_IDS),
+            *expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
+            f"{R}/qc/summary.csv",
+        ],
 
 
 rule tables:

@@ -1,10 +1,14 @@
-# Metrics from prediction files, and the result tables.
-
+# Metrics from prediction files, the result tables (pooled out-of-fold values with bootstrap
+# confidence intervals beside mean ± std over folds) and the paired comparisons with a
+# reference model.
 
 rule evaluate:
-    """Metrics and a confusion matrix for one model on one fold, from its predictions file."""
+    """Metrics and a confusion matrix for one model on one fold, from its predictions file; test
+    slides or patients without a prediction are counted in the metrics file."""
     input:
-        f"{R}/{{level}}/{{model}}/fold_{{fold}}/predictions.csv",
+        predictions=f"{R}/{{level}}/{{model}}/fold_{{fold}}/predictions.csv",
+        sheet=f"{R}/sample_sheet.csv",
+        split=f"{R}/splits/fold_{{fold}}.csv",
     output:
         metrics=f"{R}/{{level}}/{{model}}/fold_{{fold}}/metrics.json",
         confusion=report(
@@ -27,9 +31,12 @@ rule evaluate:
 
 
 rule table:
-    """One table per level: a row per model, mean ± std over folds."""
+    """One table per level: a row per model, the pooled out-of-fold value of each metric with its
+    patient-level bootstrap 95% CI, beside the mean ± std over folds."""
     input:
-        lambda wc: fold_outputs(wc.level, "metrics.json"),
+        metrics=lambda wc: fold_outputs(wc.level, "metrics.json"),
+        predictions=lambda wc: fold_outputs(wc.level, "predictions.csv"),
+        sheet=f"{R}/sample_sheet.csv",
     output:
         csv=report(
             f"{R}/tables/{{level}}.csv",
@@ -47,6 +54,10 @@ rule table:
     params:
         models=lambda wc: models_of(wc.level),
         folds=FOLDS,
+        classes=lambda wc: list(TASK.classes(wc.level)),
+        ordinal=lambda wc: wc.level in TASK.ordinal,
+        bootstrap=BOOTSTRAP,
+        notes=lambda wc: level_notes(wc.level),
         title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
     log:
         f"{LOGS}/tables/{{level}}.log",
@@ -54,3 +65,46 @@ rule table:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/table.py"
+
+
+rule comparison:
+    """Every model of a level against the reference model on the same pooled predictions: the
+    difference in macro F1, kappa (ordinal levels) and AUC with a paired bootstrap 95% CI and a
+    two-sided p-value; a forest plot."""
+    input:
+        predictions=lambda wc: fold_outputs(wc.level, "predictions.csv"),
+        sheet=f"{R}/sample_sheet.csv",
+    output:
+        csv=report(
+            f"{R}/tables/{{level}}_comparison.csv",
+            caption="../workflow/report/comparison_csv.rst",
+            category="Result tables",
+            labels={"level": "{level}", "format": "comparison CSV"},
+        ),
+        md=f"{R}/tables/{{level}}_comparison.md",
+        html=report(
+            f"{R}/tables/{{level}}_comparison.html",
+            caption="../workflow/report/comparison.rst",
+            category="Result tables",
+            labels={"level": "{level}", "format": "comparison"},
+        ),
+        png=report(
+            f"{R}/tables/{{level}}_comparison.png",
+            caption="../workflow/report/comparison_figure.rst",
+            category="Result tables",
+            labels={"level": "{level}", "format": "forest plot"},
+        ),
+    params:
+        models=lambda wc: models_of(wc.level),
+        folds=FOLDS,
+        classes=lambda wc: list(TASK.classes(wc.level)),
+        ordinal=lambda wc: wc.level in TASK.ordinal,
+        reference=lambda wc: reference_model(wc.level),
+        bootstrap=BOOTSTRAP,
+        title=lambda wc: f"{NAME}: {wc.level} level, paired comparison with {reference_model(wc.level)}",
+    log:
+        f"{LOGS}/tables/{{level}}_comparison.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/comparison.py"

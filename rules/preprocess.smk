@@ -9,17 +9,15 @@ rule segment:
         slide=slide_path,
     output:
         geojson=f"{R}/contours/{{slide}}.geojson",
-        mask=report(
-            f"{R}/masks/{{slide}}.jpg",
-            caption="../workflow/report/mask.rst",
-            category="Quality control",
-            subcategory="Tissue masks",
-            labels={"slide": "{slide}"},
-        ),
+        # Not a report item: the report shows a bounded selection of slides (rule qc_review).
+        mask=f"{R}/masks/{{slide}}.jpg",
         stats=f"{R}/segmentation/{{slide}}.json",
     params:
         preprocessing=config["preprocessing"],
         mpp=slide_mpp,
+    resources:
+        # From the slide: the size of the image segmentation reads, and its masks.
+        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], _MPP[wc.slide]),
     log:
         f"{LOGS}/segment/{{slide}}.log",
     benchmark:
@@ -37,13 +35,7 @@ rule patch:
         geojson=f"{R}/contours/{{slide}}.geojson",
     output:
         coords=f"{R}/patches/{{slide}}.h5",
-        stitch=report(
-            f"{R}/stitches/{{slide}}.jpg",
-            caption="../workflow/report/stitch.rst",
-            category="Quality control",
-            subcategory="Patch stitches",
-            labels={"slide": "{slide}"},
-        ),
+        stitch=f"{R}/stitches/{{slide}}.jpg",
     params:
         preprocessing=config["preprocessing"],
         mpp=slide_mpp,
@@ -56,6 +48,8 @@ rule patch:
 
 
 SLIDES_PER_JOB = config["features"]["slides_per_job"]
+
+from hmf.features.threads import extraction_threads
 
 if SLIDES_PER_JOB == 1:
 
@@ -71,12 +65,13 @@ if SLIDES_PER_JOB == 1:
         params:
             features=config["features"],
             mpp=slide_mpp,
-        # Cores shared out among the slides: many one-thread jobs keep every core busy and
-        # overlap each job's start-up; a few large slides get several threads each.
-        threads: lambda wc: max(1, workflow.cores // max(1, len(SLIDE_IDS)))
+        # From the slide's patch count: a large slide gets every core (and runs alone), small
+        # ones one thread each, so that their start-ups overlap (hmf.features.threads).
+        threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
         resources:
-            gpu=lambda wc: int(str(config["features"]["device"]).startswith(("cuda", "gpu"))),
-            mem_mb=4000,
+            gpu=get_features_gpus,
+            # From the slide's patch count: the encoder plus one copy of its features.
+            mem_mb=lambda wc, input: extract_mem_mb([input.coords]),
         log:
             f"{LOGS}/extract_features/{{slide}}.log",
         benchmark:
@@ -107,10 +102,10 @@ else:
                 features=config["features"],
                 slides=_batch,
                 mpp=[_MPP[s] for s in _batch],
-            threads: 1
+            threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
             resources:
-                gpu=lambda wc: int(str(config["features"]["device"]).startswith(("cuda", "gpu"))),
-                mem_mb=4000,
+                gpu=get_features_gpus,
+                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
             log:
                 f"{LOGS}/extract_features/batch{_index}.log",
             benchmark:
@@ -123,10 +118,11 @@ else:
 
 rule qc_summary:
     """One row per slide: tissue area, contours, patches, seconds per step, no-tissue flag."""
+    # Functions, so that the report lists one entry per input rather than one per slide.
     input:
-        segmentation=expand(f"{R}/segmentation/{{slide}}.json", slide=SLIDE_IDS),
-        coords=expand(f"{R}/patches/{{slide}}.h5", slide=SLIDE_IDS),
-        extraction=expand(f"{FEATURES_DIR}/stats/{{slide}}.json", slide=SLIDE_IDS),
+        segmentation=lambda wc: expand(f"{R}/segmentation/{{slide}}.json", slide=SLIDE_IDS),
+        coords=lambda wc: expand(f"{R}/patches/{{slide}}.h5", slide=SLIDE_IDS),
+        extraction=lambda wc: expand(f"{FEATURES_DIR}/stats/{{slide}}.json", slide=SLIDE_IDS),
     output:
         report(
             f"{R}/qc/summary.csv",

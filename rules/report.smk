@@ -1,28 +1,39 @@
-# Figures for the Snakemake report: attention heatmaps of the HMF slide model, training curves
-# and HTML versions of the result tables; `report_inputs` builds every item the report shows.
+# Figures for the Snakemake report: attention heatmaps of the HMF slide model, training curves,
+# HTML versions of the result tables and the QC review (the QC pictures of a bounded selection
+# of slides, a QC table of every slide); `report_inputs` builds every item the report shows.
 #
 #   snakemake --cores all report_inputs
 #   snakemake report_inputs --report report.html
 
 from hmf.config import ConfigError, validate_config
+from hmf.report.qc import picture_labels
 from hmf.report.selection import fold_test_patients, heatmap_jobs
 
 try:
     # Defaults from the section's own schema (a no-op once the main schema has filled them).
     REPORT = validate_config(dict(config.get("report") or {}), f"{workflow.basedir}/config/schema/report.schema.yaml")
-    HEATMAP_JOBS = (
-        heatmap_jobs(SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"],
-                     REPORT["heatmap_per_class"])
-        if "hmf" in SLIDE_MODELS
-        else []
-    )
-except (ConfigError, ValueError) as err:
+except ConfigError as err:
     raise WorkflowError(f"config report: {err}") from None
+
+# Heatmaps are drawn over the slides with the patch files this workflow writes, so not from
+# precomputed features. Folds that cannot be made (too few patients per class) fail the
+# targets that need them, through `labelled()`, not a features-only run.
+HEATMAP_JOBS = []
+if "hmf" in SLIDE_MODELS and not PRECOMPUTED and not LABEL_ERRORS:
+    try:
+        HEATMAP_JOBS = heatmap_jobs(SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"],
+                                    REPORT["heatmap_per_class"])
+    except ValueError as err:
+        LABEL_ERRORS.append(f"config splits / report: {err}")
 
 
 # Outputs per target, fixed at parse time.
 HEATMAP_OUTPUTS = [
     f"{R}/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS for name in (f"{slide}.png", f"top_patches/{slide}.png")
+]
+# Their JPEG copies, which the report shows.
+HEATMAP_REPORT_OUTPUTS = [
+    f"{R}/report/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS for name in (f"{slide}.jpg", f"top_patches/{slide}.jpg")
 ]
 # A curves.png per trained model and fold (the pN rule and mean_prob are not trained).
 CURVE_OUTPUTS = [
@@ -32,22 +43,30 @@ CURVE_OUTPUTS = [
     if model not in UNTRAINED_PATIENT_MODELS
     for fold in FOLDS
 ]
+# The QC table of every slide and the QC pictures of a bounded selection (rule qc_review).
+QC_REVIEW_OUTPUTS = [f"{R}/qc/review.html", f"{R}/qc/pictures"]
 # Every file the report shows.
 REPORT_OUTPUTS = [
     *table_outputs(),
     *[f"{R}/tables/{level}.html" for level in levels()],
     *[path for level in levels() for path in fold_outputs(level, "confusion.png")],
     *CURVE_OUTPUTS,
-    *HEATMAP_OUTPUTS,
-    f"{R}/qc/summary.csv",
-    *expand(f"{R}/masks/{{slide}}.jpg", slide=SLIDE_IDS),
-    *expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
+    *HEATMAP_REPORT_OUTPUTS,
+    *(
+        []
+        if PRECOMPUTED
+        else [
+            f"{R}/qc/summary.csv",
+            *QC_REVIEW_OUTPUTS,
+        ]
+    ),
 ]
 
 
 localrules:
     training_curves,
     table_html,
+    heatmap_jpeg,
 
 
 rule heatmap:
@@ -55,26 +74,15 @@ rule heatmap:
     input:
         checkpoint=f"{R}/slide/hmf/fold_{{fold}}/checkpoint.pt",
         text=text_bank("slide"),
-        features=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
+        features=lambda wc: FEATURE_FILES[wc.slide],
         coords=f"{R}/patches/{{slide}}.h5",
         sheet=f"{R}/sample_sheet.csv",
         split=f"{R}/splits/fold_{{fold}}.csv",
         slide=slide_path,
+    # The report shows JPEG copies (rule heatmap_jpeg).
     output:
-        heatmap=report(
-            f"{R}/heatmaps/fold_{{fold}}/{{slide}}.png",
-            caption="../workflow/report/heatmap.rst",
-            category="Attention heatmaps",
-            subcategory="fold {fold}",
-            labels={"slide": "{slide}", "figure": "attention maps"},
-        ),
-        top=report(
-            f"{R}/heatmaps/fold_{{fold}}/top_patches/{{slide}}.png",
-            caption="../workflow/report/top_patches.rst",
-            category="Attention heatmaps",
-            subcategory="fold {fold}",
-            labels={"slide": "{slide}", "figure": "top patches"},
-        ),
+        heatmap=f"{R}/heatmaps/fold_{{fold}}/{{slide}}.png",
+        top=f"{R}/heatmaps/fold_{{fold}}/top_patches/{{slide}}.png",
     params:
         top_k=REPORT["top_k"],
         thumbnail_px=REPORT["thumbnail_px"],
@@ -88,6 +96,73 @@ rule heatmap:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/heatmap.py"
+
+
+rule heatmap_jpeg:
+    """JPEG copies of a heatmap and its top-patch montage for the report (about a quarter of the
+    PNGs' bytes; the PNGs stay on disk)."""
+    input:
+        heatmap=f"{R}/heatmaps/fold_{{fold}}/{{slide}}.png",
+        top=f"{R}/heatmaps/fold_{{fold}}/top_patches/{{slide}}.png",
+    output:
+        heatmap=report(
+            f"{R}/report/heatmaps/fold_{{fold}}/{{slide}}.jpg",
+            caption="../workflow/report/heatmap.rst",
+            category="Attention heatmaps",
+            subcategory="fold {fold}",
+            labels={"slide": "{slide}", "figure": "attention maps"},
+        ),
+        top=report(
+            f"{R}/report/heatmaps/fold_{{fold}}/top_patches/{{slide}}.jpg",
+            caption="../workflow/report/top_patches.rst",
+            category="Attention heatmaps",
+            subcategory="fold {fold}",
+            labels={"slide": "{slide}", "figure": "top patches"},
+        ),
+    log:
+        f"{LOGS}/heatmaps/fold_{{fold}}/{{slide}}_jpeg.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/report_jpeg.py"
+
+
+rule qc_review:
+    """The QC table of every slide (review reasons, QC figures, paths of its mask and stitch) and
+    the QC pictures of at most report.qc_slides slides, flagged ones first, for the report."""
+    # Per-slide inputs as functions: the report lists a rule's declared inputs, and a function
+    # is listed as one entry, not one per slide.
+    input:
+        summary=f"{R}/qc/summary.csv",
+        masks=lambda wc: expand(f"{R}/masks/{{slide}}.jpg", slide=SLIDE_IDS),
+        stitches=lambda wc: expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
+        features=lambda wc: [FEATURE_FILES[s] for s in SLIDE_IDS],
+    output:
+        table=f"{R}/qc/review.csv",
+        html=report(
+            f"{R}/qc/review.html",
+            caption="../workflow/report/qc_review.rst",
+            category="Quality control",
+            subcategory="Summary",
+            labels={"table": "QC of every slide"},
+        ),
+        pictures=report(
+            directory(f"{R}/qc/pictures"),
+            patterns=["{slide}.jpg"],
+            caption="../workflow/report/qc_picture.rst",
+            category="Quality control",
+            subcategory="Slides for review",
+            labels=lambda wildcards, output: picture_labels(output.table, wildcards.slide),
+        ),
+    params:
+        report=REPORT,
+        title=f"{NAME}: QC of every slide",
+    log:
+        f"{LOGS}/qc_review.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/qc_review.py"
 
 
 rule training_curves:

@@ -5,12 +5,14 @@ rule sample_sheet:
     """The validated sample sheet every later job reads, from the user's label files."""
     input:
         labels=label_inputs(),
-        slides=[_PATHS[s] for s in SLIDE_IDS],
+        # With precomputed features the slide files are not needed (and may be elsewhere).
+        slides=[] if PRECOMPUTED else [_PATHS[s] for s in SLIDE_IDS],
     output:
         f"{R}/sample_sheet.csv",
     params:
         dataset=DATASET,
         task=TASK.name,
+        check_files=not PRECOMPUTED,
     log:
         f"{LOGS}/sample_sheet.log",
     conda:

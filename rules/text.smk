@@ -9,6 +9,7 @@ import re
 
 from snakemake.exceptions import WorkflowError
 
+from hmf.devices import wants_gpu
 from hmf.text.prompts import cache_key, labelset_classes
 from hmf.text.settings import encoder_spec, text_settings
 
@@ -56,6 +57,8 @@ rule encode_text:
         labelset="|".join(map(re.escape, TEXT_LABELSETS)),
         text_encoder="|".join(map(re.escape, sorted(TEXT["encoders"]))),
     threads: 1
+    resources:
+        gpu=int(wants_gpu(TEXT["device"])),  # a GPU unless text.device is cpu (claimed by the job)
     log:
         f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
     conda:

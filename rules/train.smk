@@ -4,7 +4,7 @@
 rule splits:
     """Stratified K folds over patients (or the user's split files, checked)."""
     input:
-        sheet=f"{R}/sample_sheet.csv",
+        sheet=labelled(f"{R}/sample_sheet.csv"),
     output:
         [f"{R}/splits/fold_{k}.csv" for k in FOLDS],
     params:
@@ -31,9 +31,11 @@ rule train_slide:
         classes=DATASET.get("classes"),
         overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
         training=config["training"],
-        features_dir=FEATURES_DIR,
+        slides=SLIDE_IDS,
     resources:
         gpu=1,
+        # From this job's inputs: the largest bag and the bag cache (features stream from disk).
+        mem_mb=lambda wc, input: train_slide_mem_mb(wc.model, input.features, config["training"]["cache_mb"]),
     threads: 1
     log:
         f"{LOGS}/slide/{{model}}/fold_{{fold}}.log",
@@ -50,7 +52,7 @@ rule train_patient:
     input:
         sheet=f"{R}/sample_sheet.csv",
         split=f"{R}/splits/fold_{{fold}}.csv",
-        embeddings=f"{R}/slide/{PATIENT_SOURCE}/fold_{{fold}}/embeddings.pt",
+        embeddings=patient_embeddings,
     output:
         checkpoint=f"{R}/patient/{{model}}/fold_{{fold}}/checkpoint.pt",
         train_log=f"{R}/patient/{{model}}/fold_{{fold}}/train_log.csv",
@@ -64,6 +66,7 @@ rule train_patient:
         training=config["training"],
     resources:
         gpu=1,
+        mem_mb=lambda wc, input: train_patient_mem_mb(input.embeddings),
     threads: 1
     log:
         f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
@@ -95,3 +98,54 @@ rule aggregate_patient:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/aggregate_patient.py"
+
+
+rule inner_splits:
+    """Inner folds over one outer fold's training and validation patients."""
+    input:
+        sheet=f"{R}/sample_sheet.csv",
+        split=f"{R}/splits/fold_{{fold}}.csv",
+    output:
+        [f"{R}/splits/fold_{{fold}}/inner_{j}.csv" for j in INNER_FOLDS],
+    params:
+        val_fraction=config["splits"]["val_fraction"],
+        seed=config["splits"]["seed"],
+    log:
+        f"{LOGS}/splits/fold_{{fold}}_inner.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/inner_splits.py"
+
+
+use rule train_slide as train_slide_inner with:
+    input:
+        unpack(train_slide_inner_inputs),
+    output:
+        checkpoint=f"{R}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}/checkpoint.pt",
+        train_log=f"{R}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}/train_log.csv",
+        predictions=f"{R}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}/predictions.csv",
+        embeddings=f"{R}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}/embeddings.pt",
+    log:
+        f"{LOGS}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}.log",
+    benchmark:
+        f"{BENCH}/slide/{{model}}/fold_{{fold}}/inner_{{inner}}.tsv"
+
+
+rule cross_fitted_embeddings:
+    """The outer model's embeddings with each training and validation slide embedded by the
+    inner model that did not see its patient."""
+    input:
+        sheet=f"{R}/sample_sheet.csv",
+        split=f"{R}/splits/fold_{{fold}}.csv",
+        outer=f"{R}/slide/{{model}}/fold_{{fold}}/embeddings.pt",
+        inner_splits=[f"{R}/splits/fold_{{fold}}/inner_{j}.csv" for j in INNER_FOLDS],
+        inner=[f"{R}/slide/{{model}}/fold_{{fold}}/inner_{j}/embeddings.pt" for j in INNER_FOLDS],
+    output:
+        f"{R}/slide/{{model}}/fold_{{fold}}/embeddings_cross_fitted.pt",
+    log:
+        f"{LOGS}/slide/{{model}}/fold_{{fold}}/cross_fitted.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/cross_fitted_embeddings.py"

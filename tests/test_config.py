@@ -56,3 +56,62 @@ def test_bad_config_named(mutate, words):
         validate_config(config, SCHEMA)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_model_params_are_accepted(path):
+    from hmf.config import check_model_params
+
+    config = _load(path)
+    validate_config(config, SCHEMA)
+    check_model_params(config)
+
+
+def test_a_pasted_key_is_never_echoed():
+    config = copy.deepcopy(_load(ROOT / "config" / "config.yaml"))
+    secret = "sk-live-0123456789abcdef"
+    config.setdefault("text", {}).setdefault("llm", {})["api_key_env"] = secret
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    assert "text.llm.api_key_env" in str(err.value) and secret not in str(err.value)
+    from hmf.text.llm import LLMSettings
+
+    with pytest.raises(ValueError) as err:
+        LLMSettings.from_config({"model": "m", "api_key_env": secret})
+    assert secret not in str(err.value)
+
+
+def test_nan_is_refused_by_name():
+    config = copy.deepcopy(_load(ROOT / "config" / "config.yaml"))
+    config.setdefault("preprocessing", {}).setdefault("patching", {})["target_mpp"] = float("nan")
+    with pytest.raises(ConfigError, match="preprocessing.patching.target_mpp: NaN"):
+        validate_config(config, SCHEMA)
+
+
+def test_accepted_model_params_read_without_torch_match_the_registry():
+    """The parse-time table comes from the sources; it must say what the registry does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hmf.config import accepted_model_params; t = accepted_model_params(); "
+            "print(sorted(t['slide']), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'hmf'" in out and out.strip().endswith("False")  # no torch import at parse time
+    from hmf.config import _accepted_from_registry, _accepted_from_source
+
+    assert _accepted_from_source() == _accepted_from_registry()
+
+
+def test_model_params_checked_by_name():
+    from hmf.config import check_model_params
+
+    check_model_params({"models": {"slide_params": {"hmf": {"model": {"dim": 64}, "optimizer": {"lr": 1e-4},
+                                                            "epochs": 3}}}})
+    bad = {"models": {"slide_params": {"abmil": {"model": {"hiden": 8}, "optimizer": {"learning_rate": 1}}},
+                      "patient_params": {"hmf_patient": {"model": 3}}}}
+    with pytest.raises(ConfigError) as err:
+        check_model_params(bad)
+    message = str(err.value)
+    assert "models.slide_params.abmil.model.hiden: unknown key (allowed here: attn_hidden, dropout, hidden)" in message
+    assert "models.slide_params.abmil.optimizer.learning_rate: unknown key" in message
+    assert "models.patient_params.hmf_patient.model: must be a mapping" in message

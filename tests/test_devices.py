@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hmf.training import devices
-from hmf.training.devices import DeviceClaimTimeout, claim_device, visible_devices
+from hmf import devices
+from hmf.devices import DeviceClaimTimeout, DeviceError, claim_device, visible_devices
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -22,7 +23,7 @@ WORKER = r"""
 import json, logging, os, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-from hmf.training.devices import claim_device
+from hmf.devices import claim_device
 out, go, hold = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 out.with_suffix(".ready").touch()
 while not go.exists():
@@ -140,7 +141,7 @@ def test_lock_is_dropped_when_holder_is_killed(fake_env, monkeypatch):
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from hmf.training.devices import claim_device\n"
+         "import sys, time; from hmf.devices import claim_device\n"
          "c = claim_device(); print(c.device, flush=True); time.sleep(120)"],
         env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -223,3 +224,139 @@ def test_read_only_lock_file_of_another_user_still_locks(fake_env, monkeypatch):
         assert claim.device == "cuda:0"
         with pytest.raises(DeviceClaimTimeout):
             claim_device(timeout_s=0.2)
+
+
+def test_lock_folder_is_created_private(fake_env):
+    with claim_device():
+        pass
+    assert stat.S_IMODE(fake_env.stat().st_mode) == 0o700
+
+
+def test_lock_folder_writable_by_others_is_refused(fake_env):
+    fake_env.mkdir()
+    fake_env.chmod(0o777)
+    with pytest.raises(DeviceError, match=r"mode 0777: others may replace its lock files"):
+        claim_device()
+    fake_env.chmod(0o1777)  # shared on purpose: the sticky bit keeps others from replacing our files
+    with claim_device() as claim:
+        assert claim.device == "cuda:0"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the folder to another user")
+def test_lock_folder_of_another_user_is_refused(fake_env):
+    fake_env.mkdir(mode=0o700)
+    os.chown(fake_env, 12345, 12345)
+    with pytest.raises(DeviceError, match=r"belongs to uid 12345, not to you"):
+        claim_device()
+
+
+def test_planted_symlink_is_refused_and_its_target_untouched(fake_env, tmp_path):
+    fake_env.mkdir(mode=0o700)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious data\n")
+    (fake_env / "gpu0.lock").symlink_to(victim)
+    with pytest.raises(DeviceError, match="is a symbolic link: refusing to follow it"):
+        claim_device("cuda:0")
+    assert victim.read_text() == "precious data\n"
+    (tmp_path / "linked").mkdir()
+    (fake_env / "gpu0.lock").unlink()
+    os.symlink(tmp_path / "linked", fake_env.parent / "locks-link")
+    with pytest.raises(DeviceError, match="GPU lock folder .* is a symbolic link"):
+        claim_device(lock_dir=fake_env.parent / "locks-link")
+
+
+def test_lock_descriptor_is_not_inherited(fake_env):
+    import fcntl
+    import multiprocessing
+
+    with claim_device() as claim:
+        fd = claim._fd
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # not across exec
+
+        lock_file = os.stat(claim.lock_path)
+
+        def child(queue):  # like a DataLoader worker (fork): the lock descriptor is gone
+            try:  # (its number may have been reused for another file by then)
+                info = os.fstat(fd)
+                queue.put("open" if (info.st_dev, info.st_ino) == (lock_file.st_dev, lock_file.st_ino) else "closed")
+            except OSError:
+                queue.put("closed")
+
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        worker = context.Process(target=child, args=(queue,))
+        worker.start()
+        worker.join(30)
+        assert queue.get(timeout=5) == "closed"
+        assert devices._try_lock(claim.lock_path) is None  # the parent still holds the card
+    assert claim._fd is None
+
+
+def test_explicit_card_takes_its_lock(fake_env):
+    with claim_device("cuda:1") as claim:
+        assert (claim.device, claim.physical_id) == ("cuda:1", "1")
+        with pytest.raises(DeviceClaimTimeout, match="all of 1 are locked"):
+            claim_device("cuda:1", timeout_s=0.2)
+        with claim_device("cuda") as other:
+            assert other.device == "cuda:0"
+    with pytest.raises(DeviceError, match="only 2 GPU"):
+        claim_device("cuda:2")
+
+
+def test_auto_never_takes_a_card_the_job_did_not_ask_for(fake_env):
+    claim = claim_device("auto", gpus=0)
+    assert claim.device == "cpu" and not fake_env.exists()
+    with claim_device("auto", gpus=1) as claim:
+        assert claim.device == "cuda:0" and claim.compute_device == "cpu"  # simulated: computes on the CPU
+
+
+def test_features_device_cuda_index_takes_the_lock(fake_env):
+    from hmf.features.extract import claimed_device
+
+    with claimed_device("cuda:1") as device:
+        assert device.type == "cpu"  # simulated card
+        with pytest.raises(DeviceClaimTimeout):
+            claim_device("cuda:1", timeout_s=0.1)
+    with claimed_device("auto", gpus=0):
+        assert not (fake_env / "gpu0.lock").exists()
+
+
+def test_one_vocabulary():
+    assert devices.parse_preference("auto") == ("auto", None)
+    assert devices.parse_preference("CUDA:3") == ("cuda", 3)
+    for bad in ("gpu", "cuda:", "cuda:-1", "mps", ""):
+        with pytest.raises(ValueError, match="is not one of auto, cpu, cuda or cuda:<index>"):
+            devices.parse_preference(bad)
+    assert devices.wants_gpu("auto") and devices.wants_gpu("cuda:1") and not devices.wants_gpu("cpu")
+
+
+@pytest.mark.workflow
+def test_encode_text_asks_for_a_gpu_and_claims_it(tmp_path):
+    """The encode_text rule asks Snakemake for a GPU (text.device auto) and its job locks one."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "Snakefile").write_text(
+        'from hmf.tasks import get_task\nconfigfile: "config.yaml"\nR = "results/t"\nLOGS = "logs/t"\n'
+        f'TASK = get_task(config["task"])\ninclude: "{root}/rules/text.smk"\n')
+    (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": "auto"}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update(HMF_FAKE_GPUS="1", HMF_GPU_LOCK_DIR=str(tmp_path / "locks"), HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""))
+    def dry_run_resources(device: str) -> str:
+        (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": device}}))
+        dry = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", "1", "-n", "--directory", str(tmp_path), "--snakefile",
+             str(tmp_path / "Snakefile"), "results/t/text/tcga_brca/minilm.pt"],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        return dry.stdout.split("rule encode_text:")[1].split("resources:")[1].splitlines()[0]
+
+    assert "gpu=0" in dry_run_resources("cpu")
+    assert "gpu=1" in dry_run_resources("auto")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path), "--snakefile",
+         str(tmp_path / "Snakefile"), "results/t/text/tcga_brca/minilm.pt"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = (tmp_path / "logs/t/encode_text/tcga_brca/minilm.log").read_text()
+    assert "claimed cuda:0 (physical GPU 0, simulated" in log and "released cuda:0" in log

@@ -286,3 +286,215 @@ def test_every_schema_default_is_accepted():
     assert "device" in section and "batch_size" in section
     encoder, runtime = resolve_features(section)
     assert encoder.encoder == "resnet50_trunc" and runtime.device == "auto"
+
+
+# -- precision ------------------------------------------------------------------------------
+
+def _has_cpu_bf16() -> bool:
+    from hmf.features.extract import bf16_unsupported
+
+    return bf16_unsupported(torch.device("cpu")) is None
+
+
+def test_precision_setting_is_validated():
+    assert resolve_features({})[1].precision == "fp32"  # CLAM-exact by default
+    assert resolve_features({"precision": "bf16"})[1].precision == "bf16"
+    with pytest.raises(FeaturesConfigError, match="features.precision='fp16'"):
+        resolve_features({"precision": "fp16"})
+
+
+def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide, coords_subset, tmp_path,
+                                                                     monkeypatch):
+    from hmf.features import extract
+
+    monkeypatch.setattr(extract, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
+    cpu = torch.device("cpu")
+    assert extract.resolve_precision("auto", cpu) == "fp32"
+    assert extract.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(FeaturesConfigError, match=r"features.precision=bf16: this CPU has no bf16 instructions"):
+        extract.resolve_precision("bf16", cpu)
+    out = tmp_path / "h5_files" / "cmu.h5"
+    with pytest.raises(FeaturesConfigError, match="features.precision=bf16"):
+        extract_features(aperio_slide, coords_subset, out, tmp_path / "pt_files" / "cmu.pt",
+                         {"weights": "random", "device": "cpu", "precision": "bf16"}, slide_id="cmu")
+    assert not out.exists()
+    stats = extract_features(aperio_slide, coords_subset, out, tmp_path / "pt_files" / "cmu.pt",
+                             {"weights": "random", "device": "cpu", "precision": "auto"}, slide_id="cmu")
+    assert stats["precision"] == "fp32"
+    monkeypatch.setattr(extract, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert extract.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(extract, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert extract.resolve_precision("bf16", cpu) == "bf16"
+
+
+@pytest.mark.skipif(not _has_cpu_bf16(), reason="this CPU has no bf16 instructions (avx512_bf16, amx_bf16)")
+def test_bf16_features_stay_within_cosine_of_fp32_on_the_real_slide(aperio_slide, tmp_path):
+    """bf16 on the real CMU slide, in both CPU paths (eager and TorchScript-frozen), against fp32;
+    the precision is recorded in the h5 file and the stats, and a mixed cohort is refused."""
+    import json
+
+    from hmf.features.io import FeatureFileError, check_uniform_precision, feature_precision
+
+    cfg = {"preset": "bwh_biopsy"}
+    run_segmentation(aperio_slide, "cmu", cfg, tmp_path / "c.geojson", tmp_path / "m.jpg", tmp_path / "s.json")
+    run_patching(aperio_slide, "cmu", cfg, tmp_path / "c.geojson", tmp_path / "all.h5", tmp_path / "st.jpg")
+    coords, attrs = read_coords(tmp_path / "all.h5")
+    write_coords(tmp_path / "p.h5", coords[:24], attrs)
+    base = {"weights": "random", "device": "cpu", "cpu_streams": 2}
+    feats = {}
+    for name, extra in {"fp32": {}, "bf16": {"precision": "bf16"},
+                        "bf16_jit": {"precision": "bf16", "cpu_optimize": "jit"}}.items():
+        folder = tmp_path / name
+        stats = extract_features(aperio_slide, tmp_path / "p.h5", folder / "h5_files" / "cmu.h5",
+                                 folder / "pt_files" / "cmu.pt", {**base, **extra}, slide_id="cmu",
+                                 stats_json=folder / "stats.json")
+        feats[name] = read_features(folder / "h5_files" / "cmu.h5")[0]
+        assert feats[name].dtype == torch.float32 and feats[name].shape == (24, 1024)
+        expected = "fp32" if name == "fp32" else "bf16"
+        assert stats["precision"] == expected == json.loads((folder / "stats.json").read_text())["precision"]
+        assert feature_precision(folder / "h5_files" / "cmu.h5") == expected
+        assert feature_precision(folder / "pt_files" / "cmu.pt") == expected  # from the h5 beside it
+        assert torch.equal(torch.load(folder / "pt_files" / "cmu.pt", weights_only=True), feats[name])
+    for name in ("bf16", "bf16_jit"):
+        assert not torch.equal(feats[name], feats["fp32"])  # bf16 really ran
+        cosine = torch.nn.functional.cosine_similarity(feats[name], feats["fp32"], dim=1)
+        assert cosine.min() >= 0.9999, f"{name}: min cosine {cosine.min():.6f}"
+    assert check_uniform_precision([tmp_path / "bf16/h5_files/cmu.h5", tmp_path / "bf16_jit/pt_files/cmu.pt"]) == "bf16"
+    with pytest.raises(FeatureFileError, match=r"different precisions \(fp32 in .*, bf16 in"):
+        check_uniform_precision([tmp_path / "fp32/h5_files/cmu.h5", tmp_path / "bf16/h5_files/cmu.h5"])
+
+
+def test_precision_of_files_that_do_not_record_it(tmp_path):
+    """CLAM's files say nothing: they are not compared; a file that does not exist is an error."""
+    from hmf.features.io import FeatureFileError, check_uniform_precision, feature_precision
+
+    for name, precision in (("clam", None), ("a", "bf16"), ("b", "bf16")):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as fh:
+            fh.create_dataset("features", data=np.zeros((2, 4), np.float32))
+            if precision:
+                fh.attrs["precision"] = precision
+    (tmp_path / "pt_files").mkdir()
+    torch.save(torch.zeros(2, 4), tmp_path / "pt_files" / "clam.pt")
+    assert feature_precision(tmp_path / "clam.h5") is None
+    assert feature_precision(tmp_path / "pt_files" / "clam.pt") is None
+    assert check_uniform_precision([tmp_path / "clam.h5"]) is None
+    assert check_uniform_precision([tmp_path / "clam.h5", tmp_path / "a.h5", tmp_path / "b.h5"]) == "bf16"
+    with pytest.raises(FeatureFileError, match="does not exist"):
+        feature_precision(tmp_path / "none.h5")
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+MEMORY_CHILD = """
+import json, resource, sys
+import torch
+from hmf.features.encoders import Encoder, register_encoder
+from hmf.features.extract import extract_features
+from hmf.wsi.patching import read_coords, write_coords
+
+DIM, N = 65536, 2048  # 512 MiB of float32 features
+register_encoder("wide_test", lambda s: Encoder("wide_test", torch.nn.Sequential(
+    torch.nn.Conv2d(3, DIM, 1, bias=False), torch.nn.Flatten()), DIM, "random", 1))
+slide, coords_file, out = sys.argv[1:4]
+coords, attrs = read_coords(coords_file)
+attrs["patch_size"] = 8  # small reads: the test is about the features, not the pixels
+write_coords(out + "/p.h5", coords[[i % len(coords) for i in range(N)]], attrs)
+write_coords(out + "/warm.h5", coords[:4], attrs)
+settings = {"encoder": "wide_test", "device": "cpu", "batch_size": 16}
+extract_features(slide, out + "/warm.h5", out + "/w.h5", out + "/w.pt", settings)  # imports, allocator
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+extract_features(slide, out + "/p.h5", out + "/f.h5", out + "/f.pt", settings)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"before": before, "after": after, "features": DIM * N * 4}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory from getrusage in kilobytes (Linux)")
+def test_extraction_holds_the_features_once(aperio_slide, coords_subset, tmp_path):
+    """Peak memory of a slide's extraction grows by one copy of its features, not two: the h5
+    and the pt files are written from the matrix the batches went into."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin:/bin",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(aperio_slide), str(coords_subset), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak = json.loads(proc.stdout.strip().splitlines()[-1])
+    grown = peak["after"] - peak["before"]
+    # One copy and the streams' batches (a second copy would make it 2x and more).
+    assert grown < 1.5 * peak["features"], f"peak grew by {grown / 2**20:.0f} MiB for {peak['features'] / 2**20:.0f} MiB"
+    assert read_features(tmp_path / "f.h5")[0].shape == (2048, 65536)
+
+
+# -- threads of a job -----------------------------------------------------------------------
+
+def test_extraction_threads_follow_the_patch_count(tmp_path):
+    from hmf.features.threads import PATCHES_PER_THREAD, extraction_threads, patch_count
+
+    def coords_file(name, n):
+        write_coords(tmp_path / f"{name}.h5", np.zeros((n, 2), np.int64), {"patch_size": 256, "patch_level": 0})
+        return tmp_path / f"{name}.h5"
+
+    small, large, empty = (coords_file("small", PATCHES_PER_THREAD), coords_file("large", 4 * PATCHES_PER_THREAD),
+                           coords_file("e", 0))
+    assert patch_count(small) == PATCHES_PER_THREAD and patch_count(tmp_path / "none.h5") is None
+    assert extraction_threads(small, 2) == 1 and extraction_threads(empty, 8) == 1
+    assert extraction_threads(coords_file("more", PATCHES_PER_THREAD + 1), 2) == 2
+    assert extraction_threads(large, 2) == 2 and extraction_threads(large, 16) == 4
+    assert extraction_threads([large, large], 16) == 8  # a job of several slides: their sum
+    assert extraction_threads([small, tmp_path / "none.h5"], 6) == 6  # graph not built yet: all cores
+
+
+WORKFLOW = """
+import sys
+sys.path.insert(0, {src!r})
+from hmf.resources import extract_mem_mb, segment_mem_mb
+R, LOGS, BENCH = "results/t", "logs/t", "benchmarks/t"
+FEATURES_DIR = R + "/features/resnet50_trunc"
+_PATHS = {slides!r}
+_MPP = {{s: None for s in _PATHS}}
+SLIDE_IDS = list(_PATHS)
+
+def slide_path(wildcards):
+    return _PATHS[wildcards.slide]
+
+def slide_mpp(wildcards):
+    return _MPP[wildcards.slide]
+
+def get_features_gpus(wildcards):
+    return 0
+
+include: {rules!r}
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="runs Snakemake with the local executor")
+def test_a_large_slide_uses_every_core_and_small_slides_one_each(aperio_slide, tumour_image, tmp_path):
+    """With --cores 2: the real slide (50 patches) encodes in 2 streams even though the sample
+    sheet has two slides; the small image (at most 16 patches) in one."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "Snakefile").write_text(WORKFLOW.format(
+        src=str(root / "src"), rules=str(root / "rules" / "preprocess.smk"),
+        slides={"cmu": str(aperio_slide), "small": str(tumour_image)}))
+    (tmp_path / "config.yaml").write_text(
+        "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 256, step_size: 256}}\n"
+        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, input_size: 32}\n")
+    snakemake = Path(sys.executable).parent / "snakemake"
+    features = "results/t/features/resnet50_trunc/h5_files"
+    proc = subprocess.run([str(snakemake), "--cores", "2", "--configfile", "config.yaml", "--quiet", "all",
+                           "--", f"{features}/cmu.h5", f"{features}/small.h5"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(root / "src")))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    large_log = (tmp_path / "logs/t/extract_features/cmu.log").read_text()
+    small_log = (tmp_path / "logs/t/extract_features/small.log").read_text()
+    assert read_coords(tmp_path / "results/t/patches/cmu.h5")[0].shape[0] > 32 >= \
+        read_coords(tmp_path / "results/t/patches/small.h5")[0].shape[0]
+    assert "2 CPU stream(s) of 1 torch thread(s)" in large_log, large_log[-2000:]
+    assert "1 CPU stream(s) of 1 torch thread(s)" in small_log, small_log[-2000:]

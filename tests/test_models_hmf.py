@@ -173,3 +173,16 @@ def test_fifty_thousand_patches_on_cpu_with_bounded_memory():
     # One 50,000 x 50,000 float matrix alone would be 9.3 GiB.
     assert grown_mib < 1500, grown_mib
     assert elapsed < 30, elapsed
+
+
+def test_bf16_autocast_keeps_the_fp32_selection():
+    """The kept patches are chosen in fp32 even under bf16 autocast: precision never changes them."""
+    model = make(filter_ratio=0.3).eval()
+    text, _ = bank()
+    x = torch.randn(500, D)
+    with torch.no_grad():
+        fp32 = model(x, None, text)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x, None, text)
+    assert torch.equal(fp32["kept_index"], bf16["kept_index"])
+    assert bf16["attention"].dtype == torch.float32

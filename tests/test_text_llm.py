@@ -295,4 +295,22 @@ def test_generate_descriptions_counts_requests(serve, key):
     settings = LLMSettings.from_config({**llm_config(server)["llm"], "n_per_class": 7})
     descriptions, requests = generate_descriptions(["pN0", "pN0(i+)"], settings)
     assert requests == 2 and len(server.requests) == 2
-    assert len(descriptions["pN0(i+)"]) == 8 and descriptions["pN0(i+)"][0].startswith("pN0(i+)")
+    # The answer held 8; only the n_per_class first are kept.
+    assert len(descriptions["pN0(i+)"]) == 7 and descriptions["pN0(i+)"][0].startswith("pN0(i+)")
+
+
+def test_answers_are_bounded(serve, key, tmp_path):
+    """A flood of long descriptions: each request caps the answer, over-long ones are dropped,
+    and only n_per_class are kept."""
+    flood = [f"IDC finding {i}: " + "x" * 2000 for i in range(300)]
+    flood += [f"IDC short description {i} seen on H&E." for i in range(300)]
+    server = serve([("content", json.dumps({"descriptions": flood}))])
+    settings = LLMSettings.from_config({**llm_config(server)["llm"], "n_per_class": 6})
+    descriptions, _ = generate_descriptions(["IDC"], settings)
+    assert descriptions["IDC"] == [f"IDC short description {i} seen on H&E." for i in range(6)]
+    assert 0 < server.requests[0]["max_tokens"] <= 256 + 6 * 1000
+
+    only_long = serve([("content", json.dumps({"descriptions": flood[:300]}))])
+    settings = LLMSettings.from_config({**llm_config(only_long)["llm"], "max_retries": 0})
+    with pytest.raises(LLMError, match="at most 1000 characters, need 6"):
+        generate_descriptions(["IDC"], settings)

@@ -84,6 +84,123 @@ def test_test_labels_do_not_change_predictions(cohort, tmp_path):
     assert torch.equal(ea["embeddings"], eb["embeddings"])
 
 
+def _shift_labels(frame, rows, column, classes):
+    shifted = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+    out = frame.copy()
+    out.loc[rows, column] = out.loc[rows, column].map(shifted)
+    assert (out.loc[rows, column] != frame.loc[rows, column]).all()
+    return out
+
+
+def test_validation_labels_reach_only_the_checkpoint_choice(cohort, tmp_path):
+    """Permuted validation labels leave every training step unchanged (identical training
+    losses); with a single epoch there is no choice to make, and no prediction changes."""
+    sheet = cohort["frame"]
+    split = pd.read_csv(cohort["split"])
+    val_rows = sheet.patient_id.isin(set(split.loc[split.split == "val", "patient_id"]))
+    permuted_csv = tmp_path / "permuted.csv"
+    _shift_labels(sheet, val_rows, "slide_label", list(TASK.classes("slide"))).to_csv(permuted_csv, index=False)
+    overrides = {"model": {"dim": 32, "embed_dim": 64}}
+    a = _train(cohort, tmp_path / "a", model="hmf", overrides=overrides)
+    b = _train(cohort, tmp_path / "b", model="hmf", overrides=overrides, sheet=permuted_csv)
+    la, lb = pd.read_csv(a.train_log), pd.read_csv(b.train_log)
+    assert list(la["train_loss"]) == list(lb["train_loss"])
+    assert not la["val_loss"].equals(lb["val_loss"])  # the permutation did reach validation
+    one = {**FAST, "max_epochs": 1}
+    a = _train(cohort, tmp_path / "a1", model="hmf", overrides=overrides, training=one)
+    b = _train(cohort, tmp_path / "b1", model="hmf", overrides=overrides, training=one, sheet=permuted_csv)
+    assert Path(a.predictions).read_bytes() == Path(b.predictions).read_bytes()
+    assert torch.equal(torch.load(a.embeddings, weights_only=True)["embeddings"],
+                       torch.load(b.embeddings, weights_only=True)["embeddings"])
+
+
+def test_patient_labels_of_test_and_validation_patients_do_not_change_patient_predictions(cohort, tmp_path):
+    """The patient models: permuted test-patient labels change no prediction; permuted
+    validation-patient labels change none with a single epoch (nothing to choose)."""
+    slide = _train(cohort, tmp_path / "slide")
+    sheet = cohort["frame"]
+    split = pd.read_csv(cohort["split"])
+    classes = list(TASK.classes("patient"))
+    runs = {}
+    for name, part, training in (("test", "test", FAST), ("val", "val", {**FAST, "max_epochs": 1})):
+        rows = sheet.patient_id.isin(set(split.loc[split.split == part, "patient_id"]))
+        permuted = _shift_labels(sheet, rows, "patient_label", classes)
+        permuted_csv = tmp_path / f"{name}.csv"
+        permuted.to_csv(permuted_csv, index=False)
+        for label, sheet_csv in (("orig", cohort["sheet"]), ("perm", permuted_csv)):
+            out = tmp_path / f"{name}_{label}"
+            train_patient_fold("hmf_patient", TASK, str(sheet_csv), str(cohort["split"]), slide.embeddings,
+                               str(out / "checkpoint.pt"), str(out / "train_log.csv"), str(out / "predictions.csv"),
+                               training=training)
+            runs[name, label] = pd.read_csv(out / "predictions.csv")
+    probs = [c for c in runs["test", "orig"].columns if c.startswith("prob_")]
+    for name in ("test", "val"):
+        pd.testing.assert_frame_equal(runs[name, "orig"][["id", "pred_label", *probs]],
+                                      runs[name, "perm"][["id", "pred_label", *probs]])
+    assert list(runs["test", "orig"]["true_label"]) != list(runs["test", "perm"]["true_label"])
+
+
+def test_patience_replaces_each_models_own():
+    """training.patience sets every model's patience (it is not a cap): README says so."""
+    from hmf.models.registry import training_defaults
+    from hmf.training.hparams import resolve
+
+    own = training_defaults("hmf", "slide")["patience"]
+    assert resolve("slide", "hmf", None, {"patience": own + 7}).fit.patience == own + 7
+    assert resolve("slide", "hmf", None, {"patience": 1}).fit.patience == 1
+    assert resolve("slide", "hmf", None, {}).fit.patience == own
+
+
+def test_inner_splits_hold_out_every_training_patient_once(cohort):
+    from hmf.training.bags import read_split
+    from hmf.training.cross_fitting import inner_splits
+
+    outer = read_split(cohort["split"])
+    folds = inner_splits(cohort["frame"], outer, k=3, val_fraction=0.2, seed=0)
+    assert len(folds) == 3
+    held = [set(f.loc[(f.split == "test") & f.patient_id.map(outer).isin(["train", "val"]), "patient_id"])
+            for f in folds]
+    non_test = {p for p, s in outer.items() if s != "test"}
+    assert set().union(*held) == non_test and sum(map(len, held)) == len(non_test)
+    for f in folds:
+        parts = dict(zip(f.patient_id, f.split))
+        assert all(parts[p] == "test" for p, s in outer.items() if s == "test")  # never trained on
+        assert (f.split == "val").any() and (f.split == "train").any()
+    again = inner_splits(cohort["frame"], outer, k=3, val_fraction=0.2, seed=0)
+    assert all(a.equals(b) for a, b in zip(folds, again))
+
+
+def test_cross_fitted_embeddings_come_from_the_inner_model_that_held_the_patient_out(cohort, tmp_path):
+    from hmf.training.bags import read_split
+    from hmf.training.cross_fitting import cross_fitted_embeddings, write_inner_splits
+
+    inner_csvs = [tmp_path / f"inner_{j}.csv" for j in range(3)]
+    write_inner_splits(cohort["sheet"], cohort["split"], inner_csvs, val_fraction=0.2, seed=0)
+    sheet = cohort["frame"]
+    ids = sorted(sheet["slide_id"])
+
+    def fake(path, value):
+        torch.save({"slide_ids": ids, "embeddings": torch.full((len(ids), 4), float(value)),
+                    "probs": torch.full((len(ids), 4), 0.25), "classes": list(TASK.classes("slide")),
+                    "model": "meanpool"}, path)
+        return path
+
+    outer = fake(tmp_path / "outer.pt", 0)
+    inner = [fake(tmp_path / f"inner_{j}.pt", j + 1) for j in range(3)]
+    out = tmp_path / "cross.pt"
+    cross_fitted_embeddings(cohort["sheet"], cohort["split"], outer, inner_csvs, inner, out)
+    saved = torch.load(out, weights_only=True)
+    outer_split = read_split(cohort["split"])
+    patient_of = dict(zip(sheet.slide_id, sheet.patient_id))
+    for i, slide in enumerate(saved["slide_ids"]):
+        patient = patient_of[slide]
+        if outer_split[patient] == "test":
+            assert saved["embeddings"][i, 0] == 0 and saved["source"][i] == "outer"
+        else:
+            j = next(j for j, csv in enumerate(inner_csvs) if read_split(csv)[patient] == "test")
+            assert saved["embeddings"][i, 0] == j + 1 and saved["source"][i] == f"inner_{j}"
+
+
 def test_resume_after_interruption_matches_uninterrupted(cohort, tmp_path, monkeypatch):
     training = {**FAST, "max_epochs": 6}
     full = _train(cohort, tmp_path / "full", model="abmil", training=training)
@@ -209,3 +326,37 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(cohort, tmp_path)
     assert Path(resumed.predictions).read_bytes() == Path(full.predictions).read_bytes()
     pd.testing.assert_frame_equal(pd.read_csv(full.train_log).drop(columns="seconds"),
                                   pd.read_csv(resumed.train_log).drop(columns="seconds"))
+
+
+@pytest.mark.workflow
+def test_cross_fitted_patient_inputs_on_the_tiny_run(tiny_run, tmp_path):
+    """models.patient_inputs: cross_fitted trains inner slide models per fold and the patient
+    models on embeddings none of which comes from a model that saw its patient."""
+    import shutil
+
+    import yaml
+
+    from conftest import run_snakemake
+    from hmf.training.bags import read_split
+
+    workdir = tmp_path / "wf"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    config = yaml.safe_load((workdir / "tests/configs/tiny.yaml").read_text())
+    config["models"].update(patient_inputs="cross_fitted", inner_folds=2)
+    (workdir / "cf.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workdir, "tables", "--cores", "2", "--configfile", "cf.yaml")
+    r = workdir / "results/tiny_camelyon17"
+    sheet = pd.read_csv(r / "sample_sheet.csv", dtype=str)
+    patient_of = dict(zip(sheet.slide_id, sheet.patient_id))
+    for fold in (0, 1):
+        outer = read_split(r / f"splits/fold_{fold}.csv")
+        saved = torch.load(r / f"slide/hmf/fold_{fold}/embeddings_cross_fitted.pt", weights_only=True)
+        for slide, source in zip(saved["slide_ids"], saved["source"]):
+            patient = patient_of[slide]
+            if outer[patient] == "test":
+                assert source == "outer"
+            else:
+                inner = read_split(r / f"splits/fold_{fold}/{source}.csv")
+                assert inner[patient] == "test"  # the inner model never trained or validated on it
+        assert (r / f"patient/hmf_patient/fold_{fold}/predictions.csv").stat().st_mtime_ns > \
+            (r / f"slide/hmf/fold_{fold}/inner_1/checkpoint.pt").stat().st_mtime_ns

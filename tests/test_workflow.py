@@ -77,7 +77,9 @@ def test_forcing_one_fold_reruns_only_that_fold(tiny_run, tmp_path):
     downstream = {"patient/hmf_patient/fold_1/checkpoint.pt", "patient/hmf_patient/fold_1/train_log.csv",
                   "patient/hmf_patient/fold_1/predictions.csv", "patient/hmf_patient/fold_1/metrics.json",
                   "patient/pn_rule/fold_1/predictions.csv", "patient/pn_rule/fold_1/metrics.json",
-                  "tables/slide.csv", "tables/slide.md", "tables/patient.csv", "tables/patient.md"}
+                  "tables/slide.csv", "tables/slide.md", "tables/patient.csv", "tables/patient.md",
+                  "tables/slide_comparison.csv", "tables/slide_comparison.md",
+                  "tables/patient_comparison.csv", "tables/patient_comparison.md"}
     assert retrained <= changed, retrained - changed
     assert changed <= retrained | downstream, changed - (retrained | downstream)
     assert "patient/hmf_patient/fold_1/checkpoint.pt" in changed  # the new embeddings retrain it

@@ -2,12 +2,21 @@
 ``$ref``), with defaults filled in, and errors that name the offending key.
 
 Snakemake's own ``validate`` does not fill defaults inside ``$ref``'d files, hence this small
-validator (Draft 2020-12, the same default-filling approach).
+validator (Draft 2020-12, the same default-filling approach). Values of keys marked
+``writeOnly: true`` in the schema (names of secrets' variables, where a user may paste the
+secret itself) are never echoed in errors.
+
+:func:`check_model_params` checks ``models.slide_params`` / ``models.patient_params`` against
+the keys each model accepts, read from the model registry and the models' constructors
+without importing torch (so ``snakemake -n`` stays fast).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +75,168 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+def _message(error) -> str:
+    """The error's message, without the offending value where the schema marks it secret."""
+    if not error.schema.get("writeOnly"):
+        return error.message
+    if error.validator == "pattern":
+        return f"does not match {error.validator_value!r} (value not shown: it may be a secret)"
+    return f"invalid value ({error.validator} {error.validator_value!r}; value not shown: it may be a secret)"
+
+
+def _not_a_number(node: Any, path: list) -> list[str]:
+    """Keys holding NaN, which passes every range check of the schema."""
+    if isinstance(node, float) and math.isnan(node):
+        return [f"config key {_key(path)}: NaN is not a valid value"]
+    if isinstance(node, dict):
+        return [line for k, v in node.items() for line in _not_a_number(v, [*path, k])]
+    if isinstance(node, list):
+        return [line for i, v in enumerate(node) for line in _not_a_number(v, [*path, i])]
+    return []
+
+
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Fill defaults into ``config`` (in place) and check it; raise ConfigError naming the key."""
     schema = load_schema(schema_path)
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for error in errors[:10]:
-            if error.validator == "additionalProperties":
-                extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-                for name in extra:
-                    allowed = ", ".join(sorted(error.schema.get("properties", {})))
-                    lines.append(f"config key {_key([*error.absolute_path, name])}: unknown key (allowed here: {allowed})")
-            else:
-                lines.append(f"config key {_key(error.absolute_path)}: {error.message}")
+    lines = []
+    for error in errors[:10]:
+        if error.validator == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            for name in extra:
+                allowed = ", ".join(sorted(error.schema.get("properties", {})))
+                lines.append(f"config key {_key([*error.absolute_path, name])}: unknown key (allowed here: {allowed})")
+        else:
+            lines.append(f"config key {_key(error.absolute_path)}: {_message(error)}")
+    lines += _not_a_number(config, [])[:10]
+    if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     return config
+
+
+# --- model hyperparameters -------------------------------------------------------------
+
+_MODELS_DIR = Path(__file__).resolve().parent / "models"
+# Sections of a recipe whose keys are checked one level down (hmf.training.hparams.MERGED_KEYS).
+_SECTION_KEYS = {"optimizer": "OPTIMIZER_KEYS", "scheduler": "SCHEDULER_KEYS"}
+
+
+def _module_tree(name: str) -> ast.Module:
+    return ast.parse((_MODELS_DIR / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def _assigned(tree: ast.Module, name: str) -> ast.expr:
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value is not None:
+            return node.value
+    raise LookupError(f"no assignment to {name}")
+
+
+def _init_params(module: str, class_name: str) -> frozenset[str] | None:
+    """Keyword parameters of ``class_name.__init__`` in ``hmf/models/<module>.py`` (None: any, **kwargs)."""
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args
+                    if args.kwarg is not None:
+                        return None
+                    return frozenset(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
+    raise LookupError(f"no {class_name}.__init__ in hmf/models/{module}.py")
+
+
+def _accepted_from_source() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
+    """What :func:`accepted_model_params` returns, read from the sources with ``ast``."""
+    registry = _module_tree("registry")
+    imported = {alias.asname or alias.name: f"{node.module.rsplit('.', 1)[-1]}.{alias.name}"
+                for node in registry.body if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("hmf.models.") for alias in node.names}
+    recipe = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_recipe")
+    returned = next(n.value for n in ast.walk(recipe) if isinstance(n, ast.Return))
+    recipe_keys = frozenset(ast.literal_eval(k) for k in returned.keys)
+    model_kwargs = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_model_kwargs")
+    excluded = next(ast.literal_eval(n) for n in ast.walk(model_kwargs)
+                    if isinstance(n, ast.Set) and any(getattr(e, "value", None) == "self" for e in n.elts))
+    optim = _module_tree("optim")
+    sections = {key: frozenset(ast.literal_eval(_assigned(optim, const))) for key, const in _SECTION_KEYS.items()}
+    accepted = {}
+    for level, table in (("slide", "_SLIDE_CLASSES"), ("patient", "_PATIENT_CLASSES")):
+        # The name -> class table is a dict display (with comprehensions): evaluate it with
+        # each imported class standing for its "module.Class" name.
+        classes = eval(compile(ast.Expression(_assigned(registry, table)), "registry", "eval"),  # noqa: S307
+                       {"__builtins__": {}, **imported})
+        accepted[level] = {}
+        for name, where in classes.items():
+            params = _init_params(*where.split("."))
+            accepted[level][name] = {"recipe": recipe_keys, "model": None if params is None else params - excluded,
+                                     **sections}
+    return accepted
+
+
+@functools.lru_cache(maxsize=1)
+def accepted_model_params() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
+    """``{level: {model: {"recipe": keys, "model": keys | None, "optimizer": keys, "scheduler": keys}}}``.
+
+    Read from ``hmf/models/registry.py`` (model names, recipe keys), the models' constructors
+    (``model`` keys; None when a constructor takes ``**kwargs``) and ``hmf/models/optim.py``,
+    as source, so that no torch import is needed at parse time. Should the registry's layout
+    change beyond what this reads, the registry is imported instead.
+    """
+    try:
+        return _accepted_from_source()
+    except (LookupError, StopIteration, ValueError, SyntaxError, TypeError, NameError, AttributeError, OSError):
+        return _accepted_from_registry()
+
+
+def _accepted_from_registry() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
+    import inspect
+
+    from hmf.models import optim, registry
+
+    def params(cls) -> frozenset[str] | None:
+        signature = inspect.signature(cls.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+            return None
+        return frozenset(signature) - {"self", "in_dim", "emb_dim", "n_classes", "text_dim"}
+
+    sections = {"optimizer": frozenset(optim.OPTIMIZER_KEYS), "scheduler": frozenset(optim.SCHEDULER_KEYS)}
+    return {
+        level: {name: {"recipe": frozenset(registry.training_defaults(name, level)), "model": params(cls), **sections}
+                for name, cls in classes.items()}
+        for level, classes in (("slide", registry._SLIDE_CLASSES), ("patient", registry._PATIENT_CLASSES))
+    }
+
+
+def check_model_params(config: dict) -> None:
+    """Check ``models.slide_params`` and ``models.patient_params`` (model names and every key,
+    one level into ``model``, ``optimizer`` and ``scheduler``); raise ConfigError naming the key."""
+    models = config.get("models") or {}
+    accepted = None
+    lines = []
+    for level in ("slide", "patient"):
+        section = f"models.{level}_params"
+        for name, overrides in (models.get(f"{level}_params") or {}).items():
+            accepted = accepted or accepted_model_params()
+            if name not in accepted[level]:
+                lines.append(f"config key {section}.{name}: no {level} model of that name "
+                             f"(models: {', '.join(sorted(accepted[level]))})")
+                continue
+            keys = accepted[level][name]
+            for key, value in (overrides or {}).items():
+                if key not in keys["recipe"]:
+                    lines.append(f"config key {section}.{name}.{key}: unknown key "
+                                 f"(allowed here: {', '.join(sorted(keys['recipe']))})")
+                elif key in ("model", *_SECTION_KEYS):
+                    if not isinstance(value, dict):
+                        lines.append(f"config key {section}.{name}.{key}: must be a mapping of keys to values")
+                        continue
+                    allowed = keys[key]
+                    for sub in sorted(set(value) - (allowed if allowed is not None else set(value))):
+                        lines.append(f"config key {section}.{name}.{key}.{sub}: unknown key "
+                                     f"(allowed here: {', '.join(sorted(allowed))})")
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

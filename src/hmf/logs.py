@@ -1,4 +1,6 @@
-"""Logging set-up shared by the workflow scripts: Python logging and progress bars to the rule's log."""
+"""Logging set-up shared by the workflow scripts: Python logging and progress bars to the rule's
+log, and any uncaught exception's traceback logged there too (not only to Snakemake's stderr,
+which on a cluster is another file)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,25 @@ import logging
 import sys
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
+
+def _log_uncaught(previous):
+    def hook(exc_type, exc, tb):
+        if not issubclass(exc_type, KeyboardInterrupt):
+            logging.getLogger("hmf").critical("job failed: %s: %s", exc_type.__name__, exc,
+                                              exc_info=(exc_type, exc, tb))
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+        previous(exc_type, exc, tb)
+
+    hook.hmf_uncaught = True
+    return hook
+
 
 def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Send the root logger to ``log_file`` (the rule's ``log:``) or to stderr."""
+    """Send the root logger to ``log_file`` (the rule's ``log:``) or to stderr, and log any
+    uncaught exception (with its traceback) there before the process exits."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -22,6 +40,11 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> log
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+    if not getattr(sys.excepthook, "hmf_uncaught", False):
+        sys.excepthook = _log_uncaught(sys.excepthook)
+    import hmf
+
+    log.info("hmf from %s (Python %s)", Path(hmf.__file__).parent, sys.version.split()[0])
     return root
 
 

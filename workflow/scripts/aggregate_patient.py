@@ -1,8 +1,11 @@
+import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 from hmf.logs import setup_logging
-from hmf.tasks import get_task
-from hmf.training.patient import aggregate_patient_fold
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from hmf.tasks import get_task  # noqa: E402
+from hmf.training.patient import aggregate_patient_fold  # noqa: E402
+
 aggregate_patient_fold(
     snakemake.wildcards.model,
     get_task(snakemake.params.task, snakemake.params.classes),

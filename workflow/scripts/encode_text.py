@@ -1,10 +1,16 @@
-"""Write R/text/<labelset>/<text_encoder>.pt from the label set's prompts."""
+"""Write R/text/<labelset>/<text_encoder>.pt from the label set's prompts, on the device the
+job claims (a GPU only when the rule asked Snakemake for one)."""
 
+import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 from hmf.logs import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821 (snakemake is injected by the script directive)
+setup_logging(snakemake.log[0])  # noqa: F821
 
+from hmf.devices import claim_device  # noqa: E402
 from hmf.text.embeddings import encode_prompts  # noqa: E402
+from hmf.text.settings import text_settings  # noqa: E402
 
-encode_prompts(snakemake.input.prompts, snakemake.output[0], snakemake.wildcards.text_encoder,  # noqa: F821
-               snakemake.config.get("text"))  # noqa: F821
+text = text_settings(snakemake.config.get("text"))  # noqa: F821
+with claim_device(text["device"], gpus=snakemake.resources.get("gpu", 0)) as claim:  # noqa: F821
+    encode_prompts(snakemake.input.prompts, snakemake.output[0], snakemake.wildcards.text_encoder,  # noqa: F821
+                   {**text, "device": claim.compute_device})

@@ -1,7 +1,10 @@
+import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 from hmf.logs import setup_logging
-from hmf.report.heatmaps import heatmap_for_fold
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from hmf.report.heatmaps import heatmap_for_fold  # noqa: E402
+
 heatmap_for_fold(
     snakemake.input.checkpoint,
     snakemake.input.text,

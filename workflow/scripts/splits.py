@@ -1,9 +1,12 @@
-from pathlib import Path
-
-from hmf.data.splits import make_split_files
+import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 from hmf.logs import setup_logging
 
-setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from pathlib import Path  # noqa: E402
+
+from hmf.data.splits import make_split_files  # noqa: E402
+
 cfg = snakemake.params.splits
 make_split_files(
     snakemake.input.sheet,

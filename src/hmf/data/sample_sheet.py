@@ -9,6 +9,7 @@ header as line 1) or the slide, and the cause.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 COLUMNS = ["slide_id", "patient_id", "path", "slide_label", "patient_label", "node", "mpp"]
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+()\-]*$")
+# Ids become file names, and a file's temporary name (hmf.atomic) adds about 25 characters:
+# this keeps every name within the 255 bytes filesystems allow.
+MAX_ID_LENGTH = 200
 CAMELYON_PATIENT = re.compile(r"^(patient_\d+)\.zip$")
 CAMELYON_SLIDE = re.compile(r"^(patient_\d+)_node_(\d+)\.tif$")
 TCGA_BARCODE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})")
@@ -52,6 +56,13 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+MPP_RANGE = "must be a positive, finite number of micrometres per pixel (empty: read it from the slide)"
+
+
+def _valid_mpp(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
 def load_generic(csv_path: str | Path) -> pd.DataFrame:
     """``slide_id, patient_id, path`` and optional ``slide_label, patient_label, node, mpp``.
     Relative paths are taken relative to the sheet's folder."""
@@ -70,9 +81,11 @@ def load_generic(csv_path: str | Path) -> pd.DataFrame:
     for line, mpp, node in zip(frame["line"], frame.get("mpp", [""] * len(frame)), frame.get("node", [""] * len(frame))):
         if mpp not in ("", None):
             try:
-                float(mpp)
+                value = float(mpp)
             except ValueError:
                 raise SampleSheetError(f"{csv_path} line {line}: mpp {mpp!r} is not a number") from None
+            if not _valid_mpp(value):
+                raise SampleSheetError(f"{csv_path} line {line}: mpp {mpp!r} {MPP_RANGE}")
         if node not in ("", None) and not str(node).isdigit():
             raise SampleSheetError(f"{csv_path} line {line}: node {node!r} is not a whole number")
     frame["path"] = [
@@ -179,8 +192,20 @@ def _where(frame: pd.DataFrame, index: int) -> str:
     return f"{source} (slide {frame.at[index, 'slide_id']})"
 
 
-def validate_sample_sheet(frame: pd.DataFrame, task: Task, check_files: bool = True) -> pd.DataFrame:
+def check_labelled(frame: pd.DataFrame) -> None:
+    """Every slide has a patient and a slide label (training needs them; preprocessing does not)."""
+    for column, what in (("patient_label", "patient label"), ("slide_label", "slide label")):
+        unlabelled = frame.index[frame[column] == ""]
+        if len(unlabelled):
+            raise SampleSheetError(f"{_where(frame, unlabelled[0])}: slide {frame.at[unlabelled[0], 'slide_id']} has no {what}")
+
+
+def validate_sample_sheet(frame: pd.DataFrame, task: Task, check_files: bool = True,
+                          require_labels: bool = True) -> pd.DataFrame:
     """Check a normalised sheet against the task; fill labels that follow from others.
+
+    ``require_labels=False`` accepts slides without labels (enough to preprocess them); the
+    labels that are given are still checked.
 
     Returns a copy with slide labels filled from patient labels (tasks whose slides inherit
     the patient's label) and patient labels derived by the pN rule where only slide labels
@@ -199,13 +224,44 @@ def validate_sample_sheet(frame: pd.DataFrame, task: Task, check_files: bool = T
                     f"{_where(frame, i)}: {column} {value!r} is not a safe file name "
                     f"(letters, digits, '._+()-'; no '/', '\\' or '..')"
                 )
+            if len(value) > MAX_ID_LENGTH:
+                raise SampleSheetError(
+                    f"{_where(frame, i)}: {column} {value[:40]}... is {len(value)} characters long; at most "
+                    f"{MAX_ID_LENGTH} are allowed (it becomes part of file names, which filesystems limit to 255 bytes)"
+                )
+        mpp = frame.at[i, "mpp"] if "mpp" in frame else None
+        if mpp is not None and not pd.isna(mpp) and not _valid_mpp(float(mpp)):
+            raise SampleSheetError(
+                f"{_where(frame, i)}: slide {frame.at[i, 'slide_id']}: mpp {float(mpp)!r} {MPP_RANGE}"
+            )
     duplicated = frame["slide_id"][frame["slide_id"].duplicated(keep=False)]
     if not duplicated.empty:
         first = duplicated.index[1]
         raise SampleSheetError(f"{_where(frame, first)}: duplicate slide id {duplicated.iloc[0]!r}")
+    # On case-insensitive filesystems (macOS, Windows shares) such ids would share their files.
+    folded = frame["slide_id"].str.casefold()
+    clashes = frame.index[folded.duplicated(keep=False)]
+    if len(clashes):
+        names = sorted(frame.loc[clashes, "slide_id"])
+        raise SampleSheetError(
+            f"{_where(frame, clashes[1])}: slide ids {', '.join(map(repr, names))} differ only in case; "
+            f"their files would collide on case-insensitive filesystems, rename one"
+        )
+    for i in frame.index:
+        path = frame.at[i, "path"]
+        if "{" in path or "}" in path:
+            raise SampleSheetError(
+                f"{_where(frame, i)}: slide {frame.at[i, 'slide_id']}: path {path!r} contains '{{' or '}}', "
+                f"which Snakemake reads as a wildcard; rename the file or its folder"
+            )
     if check_files:
         for i in frame.index:
             path = frame.at[i, "path"]
+            if path and Path(path).is_dir():
+                raise SampleSheetError(
+                    f"{_where(frame, i)}: slide {frame.at[i, 'slide_id']}: {path} is a folder, not a slide file "
+                    f"(give the slide file itself, e.g. the .mrxs beside its data folder)"
+                )
             if not path or not Path(path).is_file():
                 raise SampleSheetError(f"{_where(frame, i)}: slide {frame.at[i, 'slide_id']}: file not found: {path}")
 
@@ -254,12 +310,8 @@ def validate_sample_sheet(frame: pd.DataFrame, task: Task, check_files: bool = T
                 )
         frame["slide_label"] = frame["patient_label"]
 
-    unlabelled = frame.index[frame["patient_label"] == ""]
-    if len(unlabelled):
-        raise SampleSheetError(f"{_where(frame, unlabelled[0])}: slide {frame.at[unlabelled[0], 'slide_id']} has no patient label")
-    unlabelled = frame.index[frame["slide_label"] == ""]
-    if len(unlabelled):
-        raise SampleSheetError(f"{_where(frame, unlabelled[0])}: slide {frame.at[unlabelled[0], 'slide_id']} has no slide label")
+    if require_labels:
+        check_labelled(frame)
     return frame.drop(columns=[c for c in ("line",) if c in frame]).sort_values("slide_id").reset_index(drop=True)
 
 

@@ -218,7 +218,7 @@ def make_split_files(
     With ``files`` (a folder of ``fold_<k>.csv`` or a list of files) the user's splits are
     checked and copied (their number must equal ``k``); otherwise seeded stratified splits are made.
     """
-    sheet = pd.read_csv(sample_sheet, dtype={"patient_id": str, "patient_label": str})
+    sheet = pd.read_csv(sample_sheet, dtype={"patient_id": str, "patient_label": str}, keep_default_na=False)
     patients = patient_table(sheet, source=str(sample_sheet))
     if files:
         folds = load_splits(files, patients)

@@ -1,13 +1,16 @@
-"""Per-fold metrics, computed from a predictions file only.
+"""Metrics of a set of predictions (one fold, or all folds pooled), computed from a predictions
+file only.
 
-Conventions (each fold is scored on its own):
+Conventions (one scorer, ``scores``, serves the per-fold metrics, the pooled metrics and every
+bootstrap resample; the validation metrics that select a checkpoint use the same convention):
 
-- precision, recall and F1 are macro averages over the classes that occur in the fold's true
-  or predicted labels (scikit-learn's default), with ``zero_division=0``; a class that is
-  neither present nor predicted has no defined score and is left out, with a note;
+- precision, recall and F1 are macro averages over *all* the task's classes, with
+  ``zero_division=0``: a class absent from the true labels and never predicted scores 0;
 - balanced accuracy is the mean recall over the classes present in the true labels;
 - ROC AUC is binary on the second class, or one-vs-rest macro over all classes; it needs
-  every class in the true labels, otherwise it is None with a note;
+  every class in the true labels, otherwise it is None with a note. A predictor whose
+  probabilities are all one-hot (the pN rule) gives hard labels, not scores: its AUC is None
+  ("n/a"), not the AUC of a step function;
 - quadratic weighted kappa uses all classes in task order (ordinal tasks only, None otherwise).
 """
 
@@ -40,10 +43,103 @@ METRIC_KEYS = (
     "auc",
     "kappa_quadratic",
 )
+# Why a fold's expected test ids may have no prediction, per level.
+LEFT_OUT_REASON = {
+    "slide": "test slides without patches (no tissue found): no prediction",
+    "patient": "test patients none of whose slides has patches: no prediction",
+}
+
+
+def is_one_hot(probs: np.ndarray) -> bool:
+    """True when every row is a one-hot vector: hard labels written as probabilities."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return bool(len(probs)) and bool(np.all((probs == 0) | (probs == 1)))
+
+
+def scores(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    probs: np.ndarray,
+    n_classes: int,
+    ordinal: bool,
+    weights: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Every metric of ``METRIC_KEYS`` for each row of ``weights``; NaN where undefined.
+
+    ``weights`` is (B, n): row b counts prediction i ``weights[b, i]`` times (a bootstrap
+    resample); None scores the predictions once (B = 1). Vectorised over B through the
+    confusion matrices, so thousands of resamples cost a few matrix products.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    n = len(y_true)
+    w = np.ones((1, n)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != n:
+        raise ValueError(f"weights must have shape (B, {n}), got {w.shape}")
+    c = int(n_classes)
+    pairs = np.zeros((n, c * c))
+    pairs[np.arange(n), y_true * c + y_pred] = 1.0
+    cm = (w @ pairs).reshape(-1, c, c)  # (B, true, predicted)
+    total = cm.sum(axis=(1, 2))
+    diag = np.diagonal(cm, axis1=1, axis2=2)
+    true_n, pred_n = cm.sum(axis=2), cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(pred_n > 0, diag / pred_n, 0.0)
+        recall = np.where(true_n > 0, diag / true_n, 0.0)
+        f1 = np.where(true_n + pred_n > 0, 2 * diag / (true_n + pred_n), 0.0)
+        present = true_n > 0
+        out = {
+            "accuracy": diag.sum(axis=1) / total,
+            "balanced_accuracy": (recall * present).sum(axis=1) / present.sum(axis=1),
+            "precision_macro": precision.mean(axis=1),
+            "recall_macro": recall.mean(axis=1),
+            "f1_macro": f1.mean(axis=1),
+            "f1_weighted": (true_n * f1).sum(axis=1) / total,
+            "auc": _auc(y_true, np.asarray(probs, dtype=np.float64), c, w),
+            "kappa_quadratic": _kappa(cm, true_n, pred_n, total) if ordinal else np.full(len(w), np.nan),
+        }
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC (Mann-Whitney, ties count a half) of ``score`` for ``positive`` under each row of
+    ``weights`` (B, n); NaN where a row has no positive or no negative weight."""
+    order = np.argsort(score, kind="stable")
+    s, pos = score[order], np.asarray(positive, dtype=bool)[order]
+    w = weights[:, order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]  # groups of tied scores
+    neg_group = np.add.reduceat(w * ~pos, starts, axis=1)
+    pos_group = np.add.reduceat(w * pos, starts, axis=1)
+    neg_below = np.cumsum(neg_group, axis=1) - neg_group
+    wins = (pos_group * (neg_below + 0.5 * neg_group)).sum(axis=1)
+    n_pos, n_neg = pos_group.sum(axis=1), neg_group.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+
+
+def _auc(y_true: np.ndarray, probs: np.ndarray, n_classes: int, w: np.ndarray) -> np.ndarray:
+    if is_one_hot(probs):
+        return np.full(len(w), np.nan)
+    if n_classes == 2:
+        return weighted_auc(probs[:, 1], y_true == 1, w)
+    # One-vs-rest needs rows summing to exactly 1; files are allowed rounding slack.
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    per_class = np.stack([weighted_auc(probs[:, k], y_true == k, w) for k in range(n_classes)], axis=1)
+    return per_class.mean(axis=1)  # NaN when any class is absent from the (resampled) truth
+
+
+def _kappa(cm: np.ndarray, true_n: np.ndarray, pred_n: np.ndarray, total: np.ndarray) -> np.ndarray:
+    c = cm.shape[1]
+    i, j = np.indices((c, c))
+    penalty = (i - j) ** 2
+    expected = true_n[:, :, None] * pred_n[:, None, :] / total[:, None, None]
+    observed = (penalty * cm).sum(axis=(1, 2))
+    chance = (penalty * expected).sum(axis=(1, 2))
+    return np.where(chance > 0, 1 - observed / np.where(chance > 0, chance, 1), np.nan)
 
 
 def compute_metrics(pred_df: pd.DataFrame, classes: Sequence[str], ordinal: bool) -> dict:
-    """Metrics of one fold from a checked predictions frame (see ``read_predictions``)."""
+    """Metrics of a checked predictions frame (see ``read_predictions``): one fold, or all pooled."""
     classes = [str(c) for c in classes]
     n_classes = len(classes)
     y_true = label_indices(pred_df, "true_label", classes)
@@ -54,25 +150,20 @@ def compute_metrics(pred_df: pd.DataFrame, classes: Sequence[str], ordinal: bool
     absent_true = [classes[i] for i in range(n_classes) if not (y_true == i).any()]
     unused = [classes[i] for i in range(n_classes) if not (y_true == i).any() and not (y_pred == i).any()]
     if unused:
-        notes.append(f"class(es) {unused} neither present nor predicted: left out of the macro averages")
-
+        notes.append(f"class(es) {unused} neither present nor predicted: they score 0 in the macro averages")
+    if is_one_hot(probs):
+        notes.append("auc n/a: one-hot probabilities (hard labels, no scores to rank)")
+    elif absent_true:
+        notes.append(f"auc skipped: class(es) {absent_true} absent from the true labels")
+    values = {k: float(v[0]) for k, v in scores(y_true, y_pred, probs, n_classes, ordinal).items()}
+    if ordinal and not math.isfinite(values["kappa_quadratic"]):
+        notes.append("kappa undefined: true and predicted labels are a single, identical class")
+    result: dict = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.simplefilter("ignore", UserWarning)  # balanced accuracy: predicted class absent from truth
-        precision, recall, f1, _ = skm.precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
         per_p, per_r, per_f, support = skm.precision_recall_fscore_support(
             y_true, y_pred, labels=list(range(n_classes)), average=None, zero_division=0
         )
-        result = {
-            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-            "precision_macro": float(precision),
-            "recall_macro": float(recall),
-            "f1_macro": float(f1),
-            "f1_weighted": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-            "auc": _auc(y_true, probs, classes, absent_true, notes),
-            "kappa_quadratic": _kappa(y_true, y_pred, n_classes, notes) if ordinal else None,
-        }
     result.update(
         {
             "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist(),
@@ -90,23 +181,31 @@ def compute_metrics(pred_df: pd.DataFrame, classes: Sequence[str], ordinal: bool
     return result
 
 
-def _auc(y_true: np.ndarray, probs: np.ndarray, classes: list[str], absent: list[str], notes: list[str]) -> float | None:
-    if absent:
-        notes.append(f"auc skipped: class(es) {absent} absent from the true labels of this fold")
-        return None
-    if len(classes) == 2:
-        return float(skm.roc_auc_score(y_true == 1, probs[:, 1]))
-    # One-vs-rest needs rows summing to exactly 1; files are allowed rounding slack.
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(len(classes)))))
+def expected_test_ids(sheet_csv: str | os.PathLike, split_csv: str | os.PathLike, level: str) -> list[str]:
+    """The ids a fold's predictions file should hold: the slides (level ``slide``) or the
+    patients (level ``patient``) of the fold's test part."""
+    from hmf.data.sample_sheet import read_sample_sheet
+    from hmf.training.bags import read_split
+
+    sheet = read_sample_sheet(sheet_csv)
+    split = read_split(split_csv)
+    tested = sheet[sheet["patient_id"].map(split) == "test"]
+    if level == "slide":
+        return sorted(tested["slide_id"].astype(str))
+    if level == "patient":
+        return sorted(tested["patient_id"].astype(str).unique())
+    raise ValueError(f"unknown level {level!r}: expected 'slide' or 'patient'")
 
 
-def _kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, notes: list[str]) -> float | None:
-    value = skm.cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(n_classes)))
-    if not math.isfinite(value):
-        notes.append("kappa undefined: true and predicted labels are a single, identical class")
-        return None
-    return float(value)
+def left_out(frame: pd.DataFrame, expected: Sequence[str], level: str, source) -> dict:
+    """Expected test ids without a prediction (counted, not only warned about); a prediction
+    for an id outside the fold's test part is an error (it would be scored on seen data)."""
+    present, expected = set(frame["id"]), set(expected)
+    unexpected = sorted(present - expected)
+    if unexpected:
+        raise ValueError(f"predictions file {source}: id(s) outside the fold's test part: {unexpected[:10]}")
+    missing = sorted(expected - present)
+    return {"n": len(missing), "ids": missing, "reason": LEFT_OUT_REASON[level]}
 
 
 def evaluate_fold(
@@ -116,11 +215,22 @@ def evaluate_fold(
     classes: Sequence[str],
     ordinal: bool,
     title: str | None = None,
+    expected_ids: Sequence[str] | None = None,
+    level: str = "slide",
 ) -> dict:
-    """Score one fold's predictions file; write ``metrics_json`` and ``confusion_png``."""
+    """Score one fold's predictions file; write ``metrics_json`` and ``confusion_png``.
+
+    With ``expected_ids`` (the fold's test slides or patients) the ids without a prediction
+    are counted in ``left_out`` of the metrics file.
+    """
     frame = read_predictions(predictions_csv, classes)
     result = compute_metrics(frame, classes, ordinal)
     result["predictions"] = str(predictions_csv)
+    if expected_ids is not None:
+        result["left_out"] = left_out(frame, expected_ids, level, predictions_csv)
+        if result["left_out"]["n"]:
+            result["notes"].append(f"{result['left_out']['n']} {result['left_out']['reason']}: "
+                                   f"{', '.join(result['left_out']['ids'][:10])}")
     for note in result["notes"]:
         log.warning("%s: %s", predictions_csv, note)
     write_json(metrics_json, result)
@@ -132,11 +242,11 @@ def evaluate_fold(
         predictions_csv,
         result["accuracy"],
         result["f1_macro"],
-        _fmt(result["auc"]),
-        _fmt(result["kappa_quadratic"]),
+        fmt(result["auc"]),
+        fmt(result["kappa_quadratic"]),
     )
     return result
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"

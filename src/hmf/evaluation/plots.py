@@ -47,36 +47,81 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | os.PathLike, titl
 
 def plot_metric_bars(
     means: np.ndarray,
-    stds: np.ndarray,
+    errors: np.ndarray,
     models: Sequence[str],
     metric_labels: Sequence[str],
     path: str | os.PathLike,
     title: str,
+    ylabel: str = "mean over folds (± std)",
+    markers: np.ndarray | None = None,
+    marker_label: str = "",
 ) -> None:
-    """Grouped bars: one group per metric, one bar per model, error bars = std over folds.
+    """Grouped bars: one group per metric, one bar per model.
 
-    ``means``/``stds`` are (n_models, n_metrics); NaN means draw no bar (metric not available),
-    a NaN std draws no error bar (a single fold).
+    ``means`` is (n_models, n_metrics); ``errors`` the same shape (symmetric error bars, e.g. a
+    std over folds) or (2, n_models, n_metrics) (distances below and above, e.g. a confidence
+    interval). NaN means draw no bar (metric not available) or no error bar. ``markers``
+    (n_models, n_metrics), when given, draws a dot on each bar (e.g. the mean over folds).
     """
     means = np.asarray(means, dtype=float)
-    stds = np.asarray(stds, dtype=float)
+    errors = np.asarray(errors, dtype=float)
     n_models, n_metrics = means.shape
     width = 0.8 / max(n_models, 1)
     fig = Figure(figsize=(min(20.0, max(6.0, 2.0 + n_metrics * (0.25 * n_models + 0.4))), 4.2))
     ax = fig.add_subplot()
     x = np.arange(n_metrics)
+    lowest = 0.0
     for m, model in enumerate(models):
         offset = (m - (n_models - 1) / 2) * width
         height = np.nan_to_num(means[m], nan=0.0)
-        err = np.where(np.isnan(stds[m]) | np.isnan(means[m]), 0.0, stds[m])
+        err = errors[:, m] if errors.ndim == 3 else errors[m]
+        err = np.where(np.isnan(err) | np.isnan(means[m]), 0.0, err)
         bars = ax.bar(x + offset, height, width, yerr=err, capsize=3, label=model)
+        lowest = min(lowest, float(np.min(height - (err[0] if errors.ndim == 3 else err))))
         for bar, value in zip(bars, means[m]):
             if np.isnan(value):
                 bar.set_visible(False)
+        if markers is not None:
+            ax.plot(x + offset, markers[m], "k.", markersize=5, label=marker_label if m == 0 else None)
     ax.set_xticks(x, labels=list(metric_labels))
-    ax.set_ylim(min(0.0, float(np.nanmin(means - np.nan_to_num(stds))) if np.isfinite(means).any() else 0.0), 1.05)
-    ax.set_ylabel("mean over folds (± std)")
+    ax.set_ylim(lowest, 1.05)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    _save(fig, path)
+
+
+def plot_forest(rows, metric_labels: dict, path: str | os.PathLike, title: str) -> None:
+    """Forest plot of paired differences: one panel per metric, one line per model (the
+    difference to the reference and its confidence interval), a vertical line at 0.
+
+    ``rows`` is the comparison frame (``model``, ``metric``, ``difference``, ``ci_low``,
+    ``ci_high``, ``p_value``); undefined differences are written as "n/a".
+    """
+    metrics = list(dict.fromkeys(rows["metric"]))
+    models = list(dict.fromkeys(rows["model"]))
+    n_panels = max(1, len(metrics))
+    fig = Figure(figsize=(3.6 * n_panels + 1.6, 0.9 + 0.45 * max(1, len(models))))
+    axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
+    y = np.arange(len(models))[::-1]
+    for ax, metric in zip(axes, metrics):
+        part = rows[rows["metric"] == metric].set_index("model")
+        for yi, model in zip(y, models):
+            if model not in part.index or not np.isfinite(part.at[model, "difference"]):
+                ax.text(0, yi, "n/a", ha="center", va="center", fontsize=8, color="grey")
+                continue
+            r = part.loc[model]
+            ax.plot([r["ci_low"], r["ci_high"]], [yi, yi], color="tab:blue", linewidth=2)
+            ax.plot(r["difference"], yi, "o", color="tab:blue")
+            ax.annotate(f"p={r['p_value']:.3g}", (r["ci_high"], yi), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(metric_labels.get(metric, metric))
+        ax.set_xlabel("difference to the reference")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, labels=models)
+    axes[0].set_ylim(-0.7, len(models) - 0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)

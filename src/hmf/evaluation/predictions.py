@@ -56,7 +56,8 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str]) -> pd.Data
     """
     classes = [str(c) for c in classes]
     try:
-        frame = pd.read_csv(path, dtype={"id": str, "true_label": str, "pred_label": str})
+        frame = pd.read_csv(path, dtype={"id": str, "true_label": str, "pred_label": str},
+                            keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise FileNotFoundError(f"predictions file not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -1,14 +1,21 @@
 """Patch features of one slide: read patches, encode them in batches.
 
 On CUDA, DataLoader worker processes read and resize patches (each opens its own OpenSlide
-handle: ``Slide`` reopens lazily per process) and the GPU runs the model under bf16 autocast.
-On the CPU, batches go to *streams*: threads that each read their batch and run the model on
-one core. Independent single-core streams avoid the synchronisation of intra-op threads
-between layers, and reading inside the stream (OpenSlide and PIL release the GIL) leaves no
-reader process competing with the model for the cores; measured on 2 cores, this is about 10%
-faster than a reader process feeding a 2-thread model. Readers hand over uint8 pixels and the
-normalisation runs per batch (``Encoder.normalize``). The model runs channels-last under
-``torch.inference_mode``, in fp32 on the CPU. Outputs are written under temporary names and
+handle: ``Slide`` reopens lazily per process) and feed the GPU. On the CPU, batches go to
+*streams*: threads that each read their batch and run the model on one core. Independent
+single-core streams avoid the synchronisation of intra-op threads between layers, and reading
+inside the stream (OpenSlide and PIL release the GIL) leaves no reader process competing with
+the model for the cores; measured on 2 cores, this is about 10% faster than a reader process
+feeding a 2-thread model. Readers hand over uint8 pixels and the normalisation runs per batch
+(``Encoder.normalize``). The model runs channels-last under ``torch.inference_mode``.
+
+``features.precision``: ``fp32`` (the default) gives CLAM's features; ``bf16`` runs the
+encoder under bfloat16 autocast, on CPUs with bf16 instructions (AVX512_BF16, AMX) and on
+CUDA; ``auto`` takes bf16 where the hardware has it. Features are stored as float32 either
+way, and the precision used is recorded in the h5 file and the stats.
+
+The features of a slide are held once, in the matrix the batches are written into; the files
+are written from it without a second copy. Outputs are written under temporary names and
 renamed when complete, so a killed job leaves nothing that looks finished, and a rerun
 recomputes the same bytes.
 """
@@ -29,7 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hmf.atomic import atomic_path, write_json
+from hmf.atomic import atomic_path, remove_stale_parts, write_json
+from hmf.devices import claim_device, unclaimed_device
 from hmf.features.encoders import Encoder, EncoderError, EncoderSettings, build_encoder
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import Slide, SlideError, open_slide
@@ -37,8 +45,14 @@ from hmf.wsi.slide import Slide, SlideError, open_slide
 log = logging.getLogger(__name__)
 
 
-CPU_BATCH = 2  # per stream; measured fastest on one core (fits its L2 cache better than 4 or 8)
+# Patches per batch on the CPU, per stream and precision: fp32 is fastest at 2 (fits a core's
+# L2 cache better than 4 or 8); bf16 kernels want larger batches.
+CPU_BATCH = {"fp32": 2, "bf16": 8}
 CUDA_BATCH = 128
+PRECISIONS = ("fp32", "bf16", "auto")
+# /proc/cpuinfo flags of the instructions oneDNN's bf16 kernels run on (x86: AVX512_BF16 and
+# AMX; Arm: the BF16 extension). Without them, bf16 is emulated and slower than fp32.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # Freezing the model with TorchScript fuses conv+ReLU(+add) for oneDNN (10-30% faster on CPU)
 # but costs a few seconds, so "auto" does it only for slides with at least this many patches.
 JIT_MIN_PATCHES = 256
@@ -51,23 +65,24 @@ class FeaturesConfigError(ValueError):
 @dataclass(frozen=True)
 class RuntimeSettings:
     device: str = "auto"          # auto | cpu | cuda | cuda:<i>
-    batch_size: int | str = "auto"  # auto: 2 per CPU stream (cache-friendly), 128 on CUDA
+    batch_size: int | str = "auto"  # auto: CPU_BATCH per CPU stream, 128 on CUDA
     num_workers: int | str = "auto"  # reader processes; auto: none on CPU (streams read), up to 8 on CUDA
     num_threads: int = 0          # torch CPU threads; 0: the job's threads / all cores
     cpu_streams: int | str = "auto"  # CPU: concurrent batches; auto: one per thread
     cpu_optimize: str = "auto"    # auto | jit | none: TorchScript-freeze the model on CPU
+    precision: str = "fp32"       # fp32 | bf16 | auto
     progress_interval_s: float = 10.0
 
-    def batch_for(self, device: torch.device) -> int:
+    def batch_for(self, device: torch.device, precision: str = "fp32") -> int:
         if self.batch_size != "auto":
             return int(self.batch_size)
-        return CUDA_BATCH if device.type == "cuda" else CPU_BATCH
+        return CUDA_BATCH if device.type == "cuda" else CPU_BATCH[precision]
 
 
 _ENCODER_KEYS = {f.name for f in fields(EncoderSettings)}
 _RUNTIME_KEYS = {f.name for f in fields(RuntimeSettings)}
 # Keys of the `features:` section that the workflow reads (job layout), not the extraction.
-_WORKFLOW_KEYS = {"slides_per_job"}
+_WORKFLOW_KEYS = {"slides_per_job", "precomputed_dir"}
 
 
 def resolve_features(config: dict | None) -> tuple[EncoderSettings, RuntimeSettings]:
@@ -98,54 +113,84 @@ def resolve_features(config: dict | None) -> tuple[EncoderSettings, RuntimeSetti
         raise FeaturesConfigError(f"features.cpu_streams={runtime.cpu_streams!r}: use 'auto' or an integer >= 1")
     if runtime.num_threads < 0:
         raise FeaturesConfigError(f"features.num_threads={runtime.num_threads}: must be >= 0")
+    if runtime.precision not in PRECISIONS:
+        raise FeaturesConfigError(f"features.precision={runtime.precision!r}: use {', '.join(PRECISIONS)}")
     return encoder, runtime
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` takes the first visible GPU when there is one, else the CPU."""
-    requested = str(requested).strip().lower()
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU (``/proc/cpuinfo``); empty where the file does not exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):  # x86 | Arm
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_unsupported(device: torch.device) -> str | None:
+    """Why ``device`` cannot run bf16 natively, or None when it can."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        return f"CUDA device {device} ({torch.cuda.get_device_name(device)}) has no native bf16"
+    if device.type == "cpu":
+        if set(CPU_BF16_FLAGS) & cpu_flags():
+            return None
+        return ("this CPU has no bf16 instructions (none of the /proc/cpuinfo flags "
+                f"{', '.join(CPU_BF16_FLAGS)}); torch's CPU capability is "
+                f"{torch.backends.cpu.get_cpu_capability()}")
+    return f"device {device} is not a CPU or a CUDA device"
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for ``features.precision`` on ``device``: ``auto`` takes bf16 where
+    the hardware runs it natively; an explicit ``bf16`` where it does not is an error."""
+    if requested == "fp32":
+        return "fp32"
+    reason = bf16_unsupported(device)
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested == "gpu":
-        requested = "cuda"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise FeaturesConfigError(f"features.device={requested}: no CUDA device is visible on this machine")
-        device = torch.device(requested)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FeaturesConfigError(
-                f"features.device={requested}: only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
-        return device
-    raise FeaturesConfigError(f"features.device={requested!r}: use auto, cpu, cuda or cuda:<index>")
+        return "fp32" if reason else "bf16"
+    if requested == "bf16":
+        if reason:
+            raise FeaturesConfigError(f"features.precision=bf16: {reason}. Use fp32, or auto to take bf16 only "
+                                      f"where the hardware has it")
+        return "bf16"
+    raise FeaturesConfigError(f"features.precision={requested!r}: use {', '.join(PRECISIONS)}")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The context the encoder runs under: bfloat16 autocast for ``bf16``, none for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The device ``features.device`` names, unclaimed (benchmarks; jobs use :func:`claimed_device`)."""
+    try:
+        return torch.device(unclaimed_device(requested))
+    except (ValueError, RuntimeError) as err:
+        raise FeaturesConfigError(f"features.device={requested}: {err}") from None
 
 
 @contextlib.contextmanager
-def claimed_device(requested: str):
-    """The device to run on, holding an exclusive GPU lock while the block runs.
+def claimed_device(requested: str, gpus: int | None = None):
+    """The device to run on, holding the card's lock while the block runs.
 
-    ``auto``/``cuda``/``gpu`` claim a free visible card through
-    :func:`hmf.training.devices.claim_device`, so concurrent jobs never share one; an
-    explicit ``cuda:<i>`` or ``cpu`` is used as given.
+    Every device but ``cpu`` (``auto``, ``cuda``, ``cuda:<i>``) is claimed through
+    :func:`hmf.devices.claim_device`, so concurrent jobs never share a card; ``gpus`` is the
+    number of GPUs the job asked Snakemake for (0: ``auto`` runs on the CPU).
     """
-    requested = str(requested).strip().lower()
-    if requested not in ("auto", "cuda", "gpu"):
-        yield resolve_device(requested)
-        return
-    from hmf.training.devices import claim_device
-
     try:
-        claim = claim_device(requested)
-    except RuntimeError as err:
+        claim = claim_device(requested, gpus=gpus)
+    except (ValueError, RuntimeError) as err:
         raise FeaturesConfigError(f"features.device={requested}: {err}") from None
     with claim:
-        if claim.is_cuda and claim.simulated:  # HMF_FAKE_GPUS: a scheduling test without CUDA
-            log.info("simulated GPU %s claimed; computing on the CPU", claim.device)
-            yield torch.device("cpu")
-        else:
-            yield resolve_device(claim.device)
+        yield torch.device(claim.compute_device)  # the CPU for a simulated card (HMF_FAKE_GPUS)
 
 
 class PatchDataset(Dataset):
@@ -213,20 +258,21 @@ def cpu_stream_layout(runtime: RuntimeSettings, n_batches: int) -> tuple[int, in
     return streams, max(1, threads // streams)
 
 
-def describe_layout(runtime: RuntimeSettings, device: torch.device, n_patches: int) -> str:
-    """How ``n_patches`` will be encoded, for logs: batch, readers or streams, threads."""
-    batch = runtime.batch_for(device)
+def describe_layout(runtime: RuntimeSettings, device: torch.device, n_patches: int, precision: str = "fp32") -> str:
+    """How ``n_patches`` will be encoded, for logs: precision, batch, readers or streams, threads."""
+    batch = runtime.batch_for(device, precision)
     workers = reader_processes(runtime, device, n_patches)
     if uses_cpu_streams(device, workers):
         streams, threads = cpu_stream_layout(runtime, -(-n_patches // batch))
-        return f"batch {batch}, {streams} CPU stream(s) of {threads} torch thread(s)"
-    return f"batch {batch}, {workers} reader process(es), {torch.get_num_threads()} torch thread(s)"
+        return f"{precision}, batch {batch}, {streams} CPU stream(s) of {threads} torch thread(s)"
+    return f"{precision}, batch {batch}, {workers} reader process(es), {torch.get_num_threads()} torch thread(s)"
 
 
 def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettings, n_patches: int,
-                  batch_size: int):
+                  batch_size: int, precision: str = "fp32"):
     """The encoder in eval mode, channels-last on ``device``; TorchScript-frozen on the CPU
-    when ``cpu_optimize`` asks for it (``auto``: slides with many patches)."""
+    when ``cpu_optimize`` asks for it (``auto``: slides with many patches). In bf16 the model
+    is traced under autocast, so the frozen graph holds the weights already cast to bf16."""
     import warnings
 
     model = encoder.module.to(device).to(memory_format=torch.channels_last).eval()
@@ -237,9 +283,11 @@ def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettin
     example = torch.zeros(batch_size, 3, encoder.input_size, encoder.input_size).contiguous(
         memory_format=torch.channels_last)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), autocast_for(device, precision):
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+            # The trace check reruns the model outside autocast: it would compare fp32 with bf16.
+            traced = torch.jit.trace(model, example, check_trace=precision == "fp32")
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return frozen
     except Exception as err:  # not traceable: run it eagerly
         log.warning("TorchScript freezing of %s failed (%s); running it eagerly", encoder.name, err)
@@ -247,21 +295,23 @@ def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettin
 
 
 def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device, runtime: RuntimeSettings,
-                   progress=None, model=None, on_batch=None) -> torch.Tensor:
+                   progress=None, model=None, on_batch=None, precision: str = "fp32") -> torch.Tensor:
     """Features (N, dim) float32 on the CPU for every patch of ``dataset``, in order.
 
     ``model``: the encoder already made ready by :func:`prepare_model` (else done here);
-    ``on_batch(done)`` is called after each batch with the number of patches encoded so far.
+    ``on_batch(done)`` is called after each batch with the number of patches encoded so far;
+    ``precision``: ``fp32`` or ``bf16`` (already resolved, see :func:`resolve_precision`).
     Batches are the same whatever the number of streams or workers: patches ``[k*B, (k+1)*B)``.
+    The batches are written into one (N, dim) matrix, the only copy of the features.
     """
     from tqdm import tqdm
 
     n = len(dataset)
     if n == 0:
         return torch.zeros((0, encoder.dim), dtype=torch.float32)
-    batch_size = runtime.batch_for(device)
+    batch_size = runtime.batch_for(device, precision)
     if model is None:
-        model = prepare_model(encoder, device, runtime, n, batch_size)
+        model = prepare_model(encoder, device, runtime, n, batch_size, precision)
     workers = reader_processes(runtime, device, n)
     out = torch.empty((n, encoder.dim), dtype=torch.float32)
     bar = tqdm(total=n, unit="patch", file=progress, mininterval=runtime.progress_interval_s,
@@ -269,53 +319,60 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
     done = 0
     with bar:
         if uses_cpu_streams(device, workers):
-            batches = _encode_in_cpu_streams(encoder, dataset, model, runtime, batch_size, out)
+            batches = _encode_in_cpu_streams(encoder, dataset, model, runtime, batch_size, out, precision)
         else:
-            batches = _encode_from_loader(encoder, dataset, model, device, batch_size, workers, out)
+            batches = _encode_from_loader(encoder, dataset, model, device, batch_size, workers, out, precision)
         for size in batches:
             done += size
             bar.update(size)
             if on_batch is not None:
                 on_batch(done)
-    if not torch.isfinite(out).all():
-        raise RuntimeError(f"slide {dataset.slide.name}: the encoder produced non-finite features")
     return out
 
 
+def _check_finite(features: torch.Tensor, slide: str, start: int) -> None:
+    """Per batch, so that no full-size mask of the features is ever made."""
+    if not torch.isfinite(features).all():
+        raise RuntimeError(f"slide {slide}: the encoder produced non-finite features "
+                           f"(patches {start}-{start + len(features) - 1})")
+
+
 def _encode_from_loader(encoder: Encoder, dataset: PatchDataset, model, device: torch.device, batch_size: int,
-                        workers: int, out: torch.Tensor):
+                        workers: int, out: torch.Tensor, precision: str = "fp32"):
     """Reader processes feed the model on ``device``; yields each batch's size once encoded."""
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
     done = 0
     with torch.inference_mode():
         for batch in loader:
-            with autocast:
+            with autocast_for(device, precision):
                 features = model(encoder.normalize(batch.to(device, non_blocking=True)))
+            _check_finite(features, dataset.slide.name, done)
             out[done:done + len(batch)] = features.float().cpu()
             done += len(batch)
             yield len(batch)
 
 
 def _encode_in_cpu_streams(encoder: Encoder, dataset: PatchDataset, model, runtime: RuntimeSettings,
-                           batch_size: int, out: torch.Tensor):
+                           batch_size: int, out: torch.Tensor, precision: str = "fp32"):
     """Each stream (a thread with its share of the torch threads) reads one batch and encodes
     it; yields batch sizes in order. At most two batches per stream are in flight."""
     n = len(dataset)
     starts = range(0, n, batch_size)
     streams, threads_per_stream = cpu_stream_layout(runtime, len(starts))
     total_threads = torch.get_num_threads()
+    cpu = torch.device("cpu")
 
     def encode(start: int) -> int:
         stop = min(start + batch_size, n)
         pixels = torch.stack([dataset[i] for i in range(start, stop)])
-        with torch.inference_mode():
-            out[start:stop] = model(encoder.normalize(pixels))
+        with torch.inference_mode(), autocast_for(cpu, precision):  # autocast state is per thread
+            features = model(encoder.normalize(pixels))
+        _check_finite(features, dataset.slide.name, start)
+        out[start:stop] = features
         return stop - start
 
     # OpenMP thread counts are per thread: each stream sets its own.
@@ -337,16 +394,22 @@ def _encode_in_cpu_streams(encoder: Encoder, dataset: PatchDataset, model, runti
 
 
 def _remove_stale_parts(path: Path) -> None:
-    """Delete temporary files an earlier, killed run left beside ``path``."""
-    for stale in path.parent.glob(f".{path.stem}.*.part{path.suffix}"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    """Delete temporary files an earlier, killed run left beside ``path`` (its own only)."""
+    remove_stale_parts(path)
 
 
 def write_feature_files(out_h5: str | os.PathLike, out_pt: str | os.PathLike, features: torch.Tensor,
                         coords: np.ndarray, coords_attrs: dict, encoder: Encoder, extra_attrs: dict) -> None:
-    """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features)."""
-    features = features.to(torch.float32).contiguous()
+    """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features).
+
+    Both are written from ``features`` itself (float32, contiguous, a whole storage), without a
+    second copy: h5py writes straight from the array's memory and ``torch.save`` from the
+    tensor's storage. The ``.pt`` keeps CLAM's layout: the features tensor alone.
+    """
+    if features.dtype != torch.float32 or not features.is_contiguous() or features.storage_offset() != 0 \
+            or features.untyped_storage().nbytes() != features.numel() * 4:
+        # Never the case for encode_patches' output; a view would make torch.save write its whole storage.
+        features = features.to(torch.float32).contiguous().clone()
     with atomic_path(out_h5) as tmp:
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset("features", data=features.numpy())
@@ -361,7 +424,7 @@ def write_feature_files(out_h5: str | os.PathLike, out_pt: str | os.PathLike, fe
             for key, value in extra_attrs.items():
                 fh.attrs[key] = value
     with atomic_path(out_pt) as tmp:
-        torch.save(features.clone(), tmp)
+        torch.save(features, tmp)
 
 
 _ENCODERS: dict[str, Encoder] = {}
@@ -379,12 +442,13 @@ def _cached_encoder(settings: EncoderSettings) -> Encoder:
 def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLike, out_h5: str | os.PathLike,
                      out_pt: str | os.PathLike, features: dict | None = None, slide_id: str | None = None,
                      mpp: float | None = None, stats_json: str | os.PathLike | None = None,
-                     log_file: str | None = None, threads: int | None = None) -> dict:
+                     log_file: str | None = None, threads: int | None = None, gpus: int | None = None) -> dict:
     """Encode every patch listed in ``patches_h5`` and write the feature files of one slide.
 
     ``features`` is the ``features:`` config section; ``threads`` the job's thread count
     (used when ``features.num_threads`` is 0); with ``log_file`` (the rule's log, already set
-    up by :func:`hmf.logs.setup_logging`) the progress bar goes to the log as lines.
+    up by :func:`hmf.logs.setup_logging`) the progress bar goes to the log as lines; ``gpus``
+    the GPUs the job asked Snakemake for (see :func:`claimed_device`).
     Returns the stats (also written to ``stats_json`` when given).
     """
     start = time.perf_counter()
@@ -404,17 +468,19 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     # With a log file the bar goes through logging, else to stderr as a terminal bar.
     stream = _LogStream(logging.getLogger("hmf.features.progress")) if log_file else None
     try:
-        with claimed_device(runtime.device) as device:
+        with claimed_device(runtime.device, gpus) as device:
+            precision = resolve_precision(runtime.precision, device)
             log.info("slide %s: %d patches, encoder %s (%s), device %s, %s", slide_id, len(coords),
-                     encoder.name, encoder.weights, device, describe_layout(runtime, device, len(coords)))
+                     encoder.name, encoder.weights, device, describe_layout(runtime, device, len(coords), precision))
             encode_start = time.perf_counter()
-            feats = encode_patches(encoder, dataset, device, runtime, progress=stream)
+            feats = encode_patches(encoder, dataset, device, runtime, progress=stream, precision=precision)
             encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
     write_feature_files(out_h5, out_pt, feats, coords, coords_attrs, encoder,
                         {"slide_id": slide_id, "patch_level": int(coords_attrs["patch_level"]),
-                         "patch_size": int(coords_attrs["patch_size"])})
+                         "patch_size": int(coords_attrs["patch_size"]), "precision": precision})
+    del feats
     seconds = time.perf_counter() - start
     stats = {
         "slide_id": slide_id,
@@ -423,7 +489,8 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
         "weights": encoder.weights,
         "dim": int(encoder.dim),
         "device": str(device),
-        "batch_size": runtime.batch_for(device),
+        "precision": precision,
+        "batch_size": runtime.batch_for(device, precision),
         "threads": torch.get_num_threads(),
         "seconds_encode": encode_seconds,
         "patches_per_s": (len(coords) / encode_seconds) if len(coords) and encode_seconds > 0 else None,
@@ -436,4 +503,5 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
 
 
 __all__ = ["EncoderError", "FeaturesConfigError", "SlideError", "extract_features", "resolve_features",
-           "resolve_device", "encode_patches", "PatchDataset", "write_feature_files", "describe_layout"]
+           "resolve_device", "resolve_precision", "encode_patches", "PatchDataset", "write_feature_files",
+           "describe_layout"]

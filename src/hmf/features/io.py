@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,15 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     return _check(obj, path), coords
 
 
+def feature_file(folder: str | os.PathLike, slide_id: str) -> Path:
+    """A slide's feature file in CLAM's layout: ``h5_files/<slide>.h5`` where it exists, else
+    ``pt_files/<slide>.pt`` where that exists, else the ``.h5`` path (the file to be written)."""
+    folder = Path(folder)
+    h5 = folder / "h5_files" / f"{slide_id}.h5"
+    pt = folder / "pt_files" / f"{slide_id}.pt"
+    return pt if pt.is_file() and not h5.is_file() else h5
+
+
 def read_features(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray | None]:
     """Features (N, D) float32 and level-0 coords (N, 2) int64, or None where the file has none.
 
@@ -86,3 +96,153 @@ def feature_dim(path: str | os.PathLike) -> int:
             if "features" in fh and fh["features"].ndim == 2:
                 return int(fh["features"].shape[1])
     return int(read_features(path)[0].shape[1])
+
+
+@dataclass(frozen=True)
+class FeatureFileInfo:
+    """What a feature file holds, read from its header without loading the features."""
+
+    path: Path
+    n_patches: int
+    dim: int
+    has_coords: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the features as float32 in memory."""
+        return self.n_patches * self.dim * 4
+
+
+def describe(path: str | os.PathLike) -> FeatureFileInfo:
+    """Patch count, feature size and whether coordinates are present, from the file's header.
+
+    HDF5 datasets report their shape without being read; a ``.pt`` file is memory-mapped, so
+    only the pages torch touches to build the tensor's metadata are read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"feature file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as fh:
+                if "features" not in fh:
+                    raise FeatureFileError(f"feature file {path} has no 'features' dataset (keys: {sorted(fh.keys())})")
+                shape = fh["features"].shape
+                coords_rows = fh["coords"].shape[0] if "coords" in fh else None
+        except OSError as err:
+            raise FeatureFileError(f"feature file {path} is not a readable HDF5 file: {err}") from None
+    elif suffix in (".pt", ".pth"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # a legacy (non-zip) file cannot be mapped: read it whole once
+            obj = {"features": read_features(path)[0]}
+        coords = obj.get("coords") if isinstance(obj, dict) else None
+        obj = obj.get("features") if isinstance(obj, dict) else obj
+        if not isinstance(obj, (torch.Tensor, np.ndarray)):
+            raise FeatureFileError(f"feature file {path} holds a {type(obj).__name__}, not a feature tensor")
+        shape = tuple(obj.shape)
+        coords_rows = None if coords is None else len(coords)
+    else:
+        raise FeatureFileError(f"feature file {path}: unknown suffix {suffix!r}, expected .h5 or .pt")
+    if len(shape) == 1 and shape[0] == 0:
+        shape = (0, 0)
+    if len(shape) != 2:
+        raise FeatureFileError(f"feature file {path}: features have shape {tuple(shape)}, expected (N, D)")
+    if coords_rows is not None and coords_rows != shape[0]:
+        raise FeatureFileError(f"feature file {path}: {shape[0]} feature rows but {coords_rows} coords")
+    return FeatureFileInfo(path, int(shape[0]), int(shape[1]), coords_rows is not None)
+
+
+def check_feature_folder(folder: str | os.PathLike, slide_ids: list[str],
+                         coords_for: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
+    """The feature file of every slide in an existing folder in CLAM's or TRIDENT's layout
+    (``h5_files/<slide>.h5`` with ``features`` and ``coords``, or ``pt_files/<slide>.pt``).
+
+    Checked from the files' headers: every slide has a file, all have one feature size, and
+    every file has coordinates when ``coords_for`` (the models that need them) is not empty.
+    Each failure names the slide.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatureFileError(f"{folder} is not a folder")
+    if not (folder / "h5_files").is_dir() and not (folder / "pt_files").is_dir():
+        raise FeatureFileError(f"{folder} has neither an h5_files/ nor a pt_files/ folder (CLAM's layout)")
+    files: dict[str, Path] = {}
+    dims: dict[int, str] = {}
+    for slide_id in slide_ids:
+        path = feature_file(folder, slide_id)
+        if not path.is_file():
+            raise FeatureFileError(
+                f"slide {slide_id}: no feature file in {folder} (looked for h5_files/{slide_id}.h5 "
+                f"and pt_files/{slide_id}.pt)"
+            )
+        try:
+            info = describe(path)
+        except FeatureFileError as err:
+            raise FeatureFileError(f"slide {slide_id}: {err}") from None
+        if info.n_patches and info.dim not in dims:
+            dims[info.dim] = slide_id
+        if len(dims) > 1:
+            (dim_a, slide_a), (dim_b, slide_b) = list(dims.items())[:2]
+            raise FeatureFileError(
+                f"slides {slide_a} and {slide_b} have features of different sizes ({dim_a} and {dim_b})"
+            )
+        if coords_for and not info.has_coords:
+            raise FeatureFileError(
+                f"slide {slide_id}: {path} has no patch coordinates, which {', '.join(coords_for)} needs "
+                f"(a CLAM h5 file with a 'coords' dataset has them; a .pt file does not)"
+            )
+        files[slide_id] = path
+    return files
+
+
+def feature_precision(path: str | os.PathLike) -> str | None:
+    """The precision the features of a file were computed in (``fp32`` or ``bf16``), or None
+    where the file does not say (CLAM's and TRIDENT's files).
+
+    Read from the ``precision`` attribute of an h5 file. A ``.pt`` file holds the features
+    tensor alone (CLAM's layout), so its precision is that of the h5 file of the same slide
+    in the same CLAM folder (``pt_files/<slide>.pt`` -> ``h5_files/<slide>.h5``), if any.
+    """
+    import h5py
+
+    path = Path(path)
+    if path.suffix.lower() in (".pt", ".pth"):
+        path = path.parent.parent / "h5_files" / f"{path.stem}.h5"
+        if not path.is_file():
+            return None
+    if not path.is_file():
+        raise FeatureFileError(f"feature file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as fh:
+            value = fh.attrs.get("precision")
+    except OSError as err:
+        raise FeatureFileError(f"feature file {path} is not a readable HDF5 file: {err}") from None
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def check_uniform_precision(paths) -> str | None:
+    """The one precision of a cohort's feature files (None when no file records one).
+
+    Features computed in fp32 and in bf16 differ slightly, so a model must not train on a
+    mixture; files that record no precision (CLAM's) are not compared. Raises
+    :class:`FeatureFileError` naming two slides of different precisions.
+    """
+    seen: dict[str, Path] = {}
+    for path in paths:
+        precision = feature_precision(path)
+        if precision is None:
+            continue
+        seen.setdefault(precision, Path(path))
+        if len(seen) > 1:
+            (prec_a, path_a), (prec_b, path_b) = list(seen.items())[:2]
+            raise FeatureFileError(
+                f"slides {path_a.stem} and {path_b.stem} have features computed in different precisions "
+                f"({prec_a} in {path_a}, {prec_b} in {path_b}); extract every slide with one "
+                f"features.precision")
+    return next(iter(seen), None)

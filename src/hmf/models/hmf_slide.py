@@ -134,7 +134,10 @@ class HMFSlide(SlideModel):
         n = features.shape[0]
 
         # 1. Filter: selection by the scorer in eval mode; in training it also learns via its head.
-        selection_scores = self.filter.scores(features)
+        # The selection is a discrete decision: scored in fp32 even under bf16 autocast, so that
+        # the precision does not change which patches are kept.
+        with torch.autocast(features.device.type, enabled=False):
+            selection_scores = self.filter.scores(features.float())
         kept = torch.topk(selection_scores, kept_count(n, self.filter_ratio, self.max_kept), sorted=True).indices
         out: dict[str, torch.Tensor] = {"kept_index": kept}
         if self.training:

@@ -73,7 +73,7 @@ SLIDE_DEFAULTS: dict[str, dict] = {
     ),
     # TransMIL: RAdam + Lookahead, lr 2e-4, wd 1e-5, max 200 epochs, patience 10.
     "transmil": _recipe(
-        {"hidden": 512, "heads": 8, "dropout": 0.1, "attention": "nystrom"},
+        {"hidden": 512, "heads": 8, "dropout": 0.1, "attention": "nystrom", "checkpoint_tokens": 16384},
         {"name": "radam", "lr": 2e-4, "weight_decay": 1e-5, "lookahead": {"k": 5, "alpha": 0.5}},
         epochs=200, patience=10,
     ),

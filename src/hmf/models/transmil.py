@@ -3,8 +3,10 @@ LayerNorm -> head on the class token.
 
 Self-attention is the paper's Nystrom approximation (``attention="nystrom"``: dim/2 landmarks,
 6 iterations of the Moore-Penrose pseudo-inverse, depthwise residual convolution over values,
-Xiong et al., AAAI 2021), or exact attention through ``scaled_dot_product_attention``
-(``attention="sdpa"``: fused kernels, no N x N matrix held in memory).
+Xiong et al., AAAI 2021), or exact attention (``attention="sdpa"``: no N x N matrix held in
+memory, but its time grows with N^2: meant for bags of a few thousand patches).
+The default's memory grows linearly with N (a training step at 10^5 patches: under 5 GB peak
+for the whole process, ``benchmarks/bench_models.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hmf.models.base import SlideModel
-from hmf.models.layers import MultiHeadAttention
+from hmf.models.layers import MultiHeadAttention, bounded_attention
 
 
 def iterative_pinv(x: torch.Tensor, iterations: int = 6) -> torch.Tensor:
@@ -57,15 +60,20 @@ class NystromAttention(nn.Module):
         pad = (m - n % m) % m
         x = F.pad(x, (0, 0, pad, 0))  # zero tokens in front, as in the reference implementation
         q, k, v = (t.reshape(-1, self.heads, self.head_dim).transpose(0, 1) for t in self.qkv(x).chunk(3, -1))
-        q = q * self.head_dim**-0.5
+        scale = self.head_dim**-0.5
         per_landmark = x.shape[0] // m
         q_land = q.reshape(self.heads, m, per_landmark, self.head_dim).mean(2)
         k_land = k.reshape(self.heads, m, per_landmark, self.head_dim).mean(2)
-        kernel1 = torch.softmax(q @ k_land.transpose(1, 2), dim=-1)  # (h, N, m)
-        kernel2 = torch.softmax(q_land @ k_land.transpose(1, 2), dim=-1)  # (h, m, m)
-        kernel3 = torch.softmax(q_land @ k.transpose(1, 2), dim=-1)  # (h, m, N)
-        out = (kernel1 @ iterative_pinv(kernel2, self.pinv_iterations)) @ (kernel3 @ v)
-        out = out + self.residual(v.unsqueeze(0))[0]
+        # out = kernel1 @ pinv(kernel2) @ (kernel3 @ v) with kernel1 = softmax(q k_land^T) (h, N, m),
+        # kernel2 = softmax(q_land k_land^T) (h, m, m), kernel3 = softmax(q_land k^T) (h, m, N).
+        # kernel3 @ v and kernel1 @ (...) are attentions: the fused kernel computes them without
+        # holding the two (h, N, m) matrices (820 MB each at 10^5 tokens, 8 heads, 256 landmarks).
+        kernel2 = torch.softmax(scale * q_land @ k_land.transpose(1, 2), dim=-1)
+        landmark_values = bounded_attention(q_land.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), scale=scale)[0]
+        mixed = iterative_pinv(kernel2, self.pinv_iterations) @ landmark_values  # (h, m, head_dim)
+        out = bounded_attention(q.unsqueeze(0), k_land.unsqueeze(0), mixed.unsqueeze(0), scale=scale)[0]
+        # channels-last: the CPU's depthwise convolution backward is about twice as fast in it.
+        out = out + self.residual(v.unsqueeze(0).contiguous(memory_format=torch.channels_last))[0]
         out = out.transpose(0, 1).reshape(x.shape[0], -1)
         return self.out(out)[pad:]
 
@@ -103,14 +111,28 @@ class PPEG(nn.Module):
     def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
         cls_token, tokens = x[:1], x[1:]
         grid = tokens.T.reshape(1, -1, side, side)
-        grid = grid + sum(conv(grid) for conv in self.convs)
+        # conv7(g) + conv5(g) + conv3(g) computed as one 7x7 depthwise convolution whose kernel is
+        # the sum of the three (zero-padded to 7x7): the same sum in a third of the passes.
+        conv7, conv5, conv3 = self.convs
+        weight = conv7.weight + F.pad(conv5.weight, (1, 1, 1, 1)) + F.pad(conv3.weight, (2, 2, 2, 2))
+        bias = conv7.bias + conv5.bias + conv3.bias
+        grid = grid + F.conv2d(grid.contiguous(memory_format=torch.channels_last), weight, bias, padding=3,
+                               groups=grid.shape[1])
         return torch.cat([cls_token, grid.reshape(x.shape[1], -1).T])
 
 
 class TransMIL(SlideModel):
+    """``checkpoint_tokens``: in training, bags of at least this many tokens recompute each
+    layer's activations during the backward instead of keeping them (torch.utils.checkpoint;
+    the dropout masks are replayed): the peak memory of a step at 10^5 patches drops by about
+    half for about a third more time. None: never."""
+
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 512, heads: int = 8, dropout: float = 0.1,
-                 attention: str = "nystrom"):
+                 attention: str = "nystrom", checkpoint_tokens: int | None = 16384):
         super().__init__("transmil", in_dim, n_classes)
+        if checkpoint_tokens is not None and checkpoint_tokens < 1:
+            raise ValueError(f"transmil: checkpoint_tokens must be >= 1 or null, got {checkpoint_tokens}")
+        self.checkpoint_tokens = checkpoint_tokens
         self.fc = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, hidden))
         self.layer1 = TransLayer(hidden, heads, dropout, attention)
@@ -127,8 +149,9 @@ class TransMIL(SlideModel):
         # Square the token grid by repeating the first patches (as in the paper's code).
         pad = torch.arange(side * side - n, device=h.device) % n
         h = torch.cat([self.cls_token, h, h[pad]])
-        h = self.layer1(h)
-        h = self.ppeg(h, side)
-        h = self.layer2(h)
+        recompute = (self.training and torch.is_grad_enabled() and self.checkpoint_tokens is not None
+                     and h.shape[0] >= self.checkpoint_tokens)
+        for block, args in ((self.layer1, ()), (self.ppeg, (side,)), (self.layer2, ())):
+            h = checkpoint(block, h, *args, use_reentrant=False) if recompute else block(h, *args)
         cls_out = self.norm(h)[0]
         return {"logits": self.head(cls_out), "embedding": cls_out}

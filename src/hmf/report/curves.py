@@ -23,7 +23,7 @@ def read_train_log(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"training log {path} does not exist")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"training log {path} is not a readable CSV: {err}") from None
     missing = [c for c in ("epoch", "train_loss") if c not in frame.columns]

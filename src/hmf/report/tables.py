@@ -1,5 +1,6 @@
-"""A results table as an HTML fragment, for the Snakemake report (viewed inline there, and
-embedded in the report's workflow page)."""
+"""Result tables as HTML fragments, for the Snakemake report (viewed inline there, and
+embedded in the report's workflow page): the results table of a level (pooled value with its
+confidence interval above the mean ± std over folds) and the paired comparison."""
 
 from __future__ import annotations
 
@@ -15,33 +16,90 @@ from hmf.evaluation.tables import DEFAULT_METRICS, METRIC_LABELS
 STYLE = ("border-collapse:collapse;font-family:sans-serif;font-size:13px;margin:0.5em 0;"
          "color:#1e293b;background:#ffffff")
 CELL = "border:1px solid #cbd5e1;padding:3px 8px;text-align:right;white-space:nowrap"
+NOTE = "font-family:sans-serif;font-size:12px;max-width:60em"
 
 
-def table_html(csv_path: str | os.PathLike, title: str) -> str:
-    """``<div>`` with a heading and the ``mean ± std`` table (a row per model) of a table CSV."""
-    path = Path(csv_path)
+def _read(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"results table {path} does not exist")
     frame = pd.read_csv(path, dtype={"model": str}, keep_default_na=False)
-    missing = [c for c in ("model", "folds") if c not in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"results table {path}: missing column(s) {missing}")
-    shown = [m for m in DEFAULT_METRICS if m in frame.columns and (pd.to_numeric(frame[f"{m}_n"]) > 0).any()]
+    return frame
+
+
+def markdown_notes(md_path: Path) -> list[str]:
+    """The paragraphs under the table of a Markdown table file (its footnotes); none if absent."""
+    if not md_path.is_file():
+        return []
+    lines = md_path.read_text(encoding="utf-8").splitlines()
+    body = [line for line in lines if line and not line.startswith(("|", "###"))]
+    return body
+
+
+def _fragment(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    def cell(i: int, value: str) -> str:
+        align = ";text-align:left" if i == 0 else ""
+        return f'<td style="{CELL}{align}">{value}</td>'
+
+    head = "".join(f'<th style="{CELL};background:#f1f5f9">{html.escape(h)}</th>' for h in header)
+    body = "\n".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
+    paragraphs = "".join(f'<p style="{NOTE}">{html.escape(n.replace("**", ""))}</p>\n' for n in notes)
+    return (
+        f'<div class="hmf-table">\n<h3 style="font-family:sans-serif">{html.escape(title)}</h3>\n'
+        f'<table style="{STYLE}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n'
+        f"{paragraphs}</div>\n"
+    )
+
+
+def table_html(csv_path: str | os.PathLike, title: str) -> str:
+    """``<div>`` with a heading, the table (a row per model; per metric the pooled value and
+    its CI above the ``mean ± std`` over folds) and the footnotes of the sibling ``.md`` file."""
+    path = Path(csv_path)
+    frame = _read(path, ("model", "folds"))
+    pooled = "n" in frame.columns
+    shown = [m for m in DEFAULT_METRICS if m in frame.columns and (
+        (pd.to_numeric(frame[f"{m}_n"]) > 0).any()
+        or (pooled and f"{m}_pooled_ci" in frame and (frame[f"{m}_pooled_ci"] != "n/a").any()))]
     header = ["Model", *(METRIC_LABELS[m] for m in shown), "Folds"]
     rows = []
     for _, row in frame.iterrows():
-        cells = [row["model"], *(row[m] for m in shown), row["folds"]]
-        rows.append("<tr>" + "".join(
-            f'<td style="{CELL};text-align:left">{html.escape(str(c))}</td>' if i == 0
-            else f'<td style="{CELL}">{html.escape(str(c))}</td>' for i, c in enumerate(cells)) + "</tr>")
-    head = "".join(f'<th style="{CELL};background:#f1f5f9">{html.escape(h)}</th>' for h in header)
-    return (
-        f'<div class="hmf-table">\n<h3 style="font-family:sans-serif">{html.escape(title)}</h3>\n'
-        f'<table style="{STYLE}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>\n"
-        '<p style="font-family:sans-serif;font-size:12px">Mean ± sample standard deviation (ddof = 1) over folds.</p>\n'
-        "</div>\n"
-    )
+        cells = [html.escape(str(row["model"]))]
+        for m in shown:
+            fold_cell = html.escape(str(row[m]))
+            cells.append(f"<b>{html.escape(str(row[f'{m}_pooled_ci']))}</b><br>{fold_cell}" if pooled else fold_cell)
+        cells.append(html.escape(str(row["folds"])))
+        rows.append(cells)
+    notes = markdown_notes(path.with_suffix(".md")) or ["Mean ± sample standard deviation (ddof = 1) over folds."]
+    return _fragment(title, header, rows, notes)
 
 
 def write_table_html(csv_path: str | os.PathLike, out_html: str | os.PathLike, title: str) -> None:
     write_text(out_html, table_html(csv_path, title))
+
+
+def comparison_html(csv_path: str | os.PathLike, md_path: str | os.PathLike, title: str) -> str:
+    """``<div>`` with the paired comparison: a row per model, per metric the difference to the
+    reference, its 95% CI and the p-value; the footnote of the Markdown file under it."""
+    frame = _read(Path(csv_path), ("model", "metric", "difference", "ci_low", "ci_high", "p_value", "n"))
+    metrics = list(dict.fromkeys(frame["metric"]))
+    header = ["Model", *(f"Δ {METRIC_LABELS.get(m, m)}" for m in metrics), "n"]
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        part = group.set_index("metric")
+        cells = [html.escape(model)]
+        for m in metrics:
+            r = part.loc[m]
+            diff = pd.to_numeric(r["difference"], errors="coerce")
+            cells.append("n/a" if pd.isna(diff) else
+                         f"{diff:+.3f} [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}]<br>"
+                         f"p = {float(r['p_value']):.3g}")
+        cells.append(html.escape(str(group["n"].iloc[0])))
+        rows.append(cells)
+    notes = markdown_notes(Path(md_path))
+    return _fragment(title, header, rows, notes)
+
+
+def write_comparison_html(csv_path, md_path, out_html, title: str) -> None:
+    write_text(out_html, comparison_html(csv_path, md_path, title))

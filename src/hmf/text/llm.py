@@ -6,6 +6,10 @@ The model is asked for JSON (``response_format={"type": "json_object"}``). A tem
 ``{"<class>": [...], ...}`` for every class. ``{n}`` is the number wanted per class. Answers are
 stripped and de-duplicated and must give at least ``n`` distinct descriptions per class.
 
+Answers are untrusted and bounded: each request caps the answer's length (``max_tokens``),
+descriptions longer than ``MAX_DESCRIPTION_CHARS`` are dropped, and only the first ``n`` of
+a class are kept.
+
 Rate limits (429), request time-outs (408), server errors (5xx), client time-outs, connection
 errors and malformed answers are retried with exponential backoff (``backoff_s · 2^attempt``,
 or the server's Retry-After); after ``max_retries`` retries an :class:`LLMError` says what went
@@ -22,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, fields
 from typing import Any, Iterator
@@ -36,6 +41,12 @@ SYSTEM_MESSAGE = "You answer with a single valid JSON object and nothing else."
 HTTP_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "urllib3")
 MAX_BACKOFF_S = 60.0
 RETRY_STATUS = (408, 429)  # plus every 5xx
+# The built-in template asks for one sentence of 15-40 words (about 300 characters).
+MAX_DESCRIPTION_CHARS = 1000
+# Answer budget per description (a token is about 4 characters) and for the JSON around them.
+TOKENS_PER_DESCRIPTION = MAX_DESCRIPTION_CHARS // 3
+TOKENS_OVERHEAD = 256
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class LLMError(RuntimeError):
@@ -74,6 +85,9 @@ class LLMSettings:
             raise ValueError(f"text.llm.n_per_class must be at least 1, got {settings.n_per_class}")
         if settings.max_retries < 0:
             raise ValueError(f"text.llm.max_retries must be >= 0, got {settings.max_retries}")
+        if not ENV_NAME.match(settings.api_key_env):  # never echoed: it may be the key itself
+            raise ValueError("text.llm.api_key_env must be the name of an environment variable "
+                             "(letters, digits, '_'), not the key; its value is not shown")
         if "{n}" not in settings.template or not (
             "{class_name}" in settings.template or "{classes}" in settings.template
         ):
@@ -144,10 +158,21 @@ def parse_answer(content: str | None, classes: list[str], n: int) -> dict[str, l
             texts = clean_descriptions(items, f"class {name!r}")
         except ValueError as err:
             raise MalformedOutput(str(err)) from None
+        long = [t for t in texts if len(t) > MAX_DESCRIPTION_CHARS]
+        if long:
+            log.warning("class %r: dropped %d description(s) longer than %d characters",
+                        name, len(long), MAX_DESCRIPTION_CHARS)
+            texts = [t for t in texts if len(t) <= MAX_DESCRIPTION_CHARS]
         if len(texts) < n:
-            raise MalformedOutput(f"class {name!r}: {len(texts)} distinct non-empty descriptions, need {n}")
-        out[name] = texts
+            raise MalformedOutput(f"class {name!r}: {len(texts)} distinct non-empty descriptions of at most "
+                                  f"{MAX_DESCRIPTION_CHARS} characters, need {n}")
+        out[name] = texts[:n]
     return out
+
+
+def max_answer_tokens(n_classes: int, n_per_class: int) -> int:
+    """The answer length allowed for one request (``max_tokens``)."""
+    return TOKENS_OVERHEAD + n_classes * n_per_class * TOKENS_PER_DESCRIPTION
 
 
 class _Redact(logging.Filter):
@@ -222,6 +247,7 @@ def _ask(client, settings: LLMSettings, prompt: str, job: list[str], extra: dict
         model=settings.model,
         messages=[{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": prompt}],
         response_format={"type": "json_object"},
+        max_tokens=max_answer_tokens(len(job), settings.n_per_class),
         **extra,
     )
     if not reply.choices:

@@ -53,7 +53,8 @@ def resolve(level: str, name: str, overrides: dict | None, training: dict | None
         monitor=training.get("monitor", "f1_macro"),
         min_epochs=int(training.get("min_epochs", 0)),
         seed=int(training.get("seed", 0)),
-        bf16=bool(training.get("bf16", True)) and recipe.get("mixed_precision") == "bf16",
+        # training.bf16 (cuda | auto | always | false) for the models whose recipe trains in bf16.
+        bf16=training.get("bf16", "cuda") if recipe.get("mixed_precision") == "bf16" else False,
         max_patches=training.get("max_patches"),
     )
     return HyperParameters(model=recipe["model"], optimizer=recipe["optimizer"],

@@ -31,11 +31,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Item:
-    """One bag: the keyword inputs of the model's forward and the class index for the loss."""
+    """One bag: the keyword inputs of the model's forward (or a function that reads them when
+    the step needs them, so only one bag is in memory at a time) and the class index for the loss."""
 
     key: str
     label: int
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] | Callable[[], dict[str, Any]]
+
+    def load(self) -> dict[str, Any]:
+        return self.inputs() if callable(self.inputs) else self.inputs
 
 
 @dataclass
@@ -47,7 +51,7 @@ class FitConfig:
     monitor: str = "f1_macro"
     min_epochs: int = 0
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | str = True  # training.bf16: cuda (= True), auto, always or false; see _autocast
     max_patches: int | None = None
 
 
@@ -65,6 +69,17 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def file_stamp(path: str | Path) -> tuple[str, int, int]:
+    """Name, size and modification time of a (possibly large) input file, for a fingerprint."""
+    stat = Path(path).stat()
+    return (Path(path).name, stat.st_size, stat.st_mtime_ns)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a small input file's contents, for a fingerprint."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch and numpy. The CPU kernels used here are deterministic, so two runs with the
     same seed give the same weights; on CUDA, attention and scatter kernels may not be."""
@@ -76,9 +91,28 @@ def _to_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
+def _autocast(device: torch.device, enabled: bool | str):
+    """The precision context of a step, from ``FitConfig.bf16`` (``training.bf16``):
+
+    - ``cuda`` (or ``True``): bf16 autocast on CUDA, fp32 on the CPU;
+    - ``auto``: bf16 on CUDA and on a CPU with native bf16 (AVX-512-BF16 or AMX), else fp32;
+    - ``always``: bf16 on CUDA and on the CPU; a CPU without native bf16 is an error;
+    - ``false`` (or ``False``): fp32 everywhere.
+    """
+    mode = "cuda" if enabled is True else "false" if enabled is False else str(enabled).strip().lower()
+    if mode not in ("cuda", "auto", "always", "false"):
+        raise ValueError(f"training.bf16={enabled!r}: use cuda, auto, always or false")
+    if mode != "false" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if mode in ("auto", "always") and device.type == "cpu":
+        from hmf.features.extract import bf16_unsupported  # the one owner of the hardware check
+
+        reason = bf16_unsupported(device)
+        if reason is None:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if mode == "always":
+            raise ValueError(f"training.bf16=always: {reason}. Use auto to train in bf16 only where "
+                             "the CPU has it, or cuda/false for fp32 on the CPU")
     return torch.autocast(device.type, enabled=False)
 
 
@@ -105,7 +139,7 @@ def predict(model: torch.nn.Module, items: list[Item], device: torch.device, bf1
     out: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
     for item in items:
         with _autocast(device, bf16):
-            result = model(**_to_device(item.inputs, device))
+            result = model(**_to_device(item.load(), device))
         logits = result["logits"].float()
         out["probs"].append(torch.softmax(logits, dim=-1).cpu().numpy())
         for key in keys:
@@ -122,7 +156,7 @@ def validation_scores(model, items: list[Item], context: dict, device: torch.dev
     with torch.no_grad():
         for item in items:
             with _autocast(device, bf16):
-                result = model(**_to_device(item.inputs, device))
+                result = model(**_to_device(item.load(), device))
                 loss = model.loss(result, torch.tensor(item.label, device=device), context)
             losses.append(float(loss))
             probs.append(torch.softmax(result["logits"].float(), -1).cpu().numpy())
@@ -193,7 +227,7 @@ def fit(
         total = 0.0
         for step, index in enumerate(order, start=1):
             item = train_items[index]
-            inputs = _to_device(_subsample(item.inputs, cfg.max_patches, shuffle), device)
+            inputs = _to_device(_subsample(item.load(), cfg.max_patches, shuffle), device)
             with _autocast(device, cfg.bf16):
                 result = model(**inputs)
                 loss = model.loss(result, torch.tensor(item.label, device=device), context)

@@ -16,7 +16,7 @@ from hmf.evaluation.predictions import probabilities, read_predictions, write_pr
 from hmf.tasks import Task, pn_stage
 from hmf.training.bags import class_weights, read_split
 from hmf.training.hparams import resolve
-from hmf.training.loop import Item, fingerprint, fit, predict, seed_everything
+from hmf.training.loop import Item, file_digest, fingerprint, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: s
     parts = {name: [items[p] for p in sorted(items) if split.get(p) == name] for name in ("train", "val", "test")}
     if not parts["train"]:
         raise ValueError(f"{split_csv}: no training patients with slide embeddings")
-    emb_dim = parts["train"][0].inputs["slide_embeddings"].shape[1]
+    emb_dim = parts["train"][0].load()["slide_embeddings"].shape[1]
 
     hp = resolve("patient", model_name, overrides, training)
     seed_everything(hp.fit.seed)
@@ -65,7 +65,7 @@ def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: s
     scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
     context = {"class_weights": class_weights([i.label for i in parts["train"]], len(classes))}
     run_id = fingerprint("patient", model_name, hp.as_dict(), Path(split_csv).read_text(), emb_dim, classes,
-                         Path(embeddings).stat().st_size)
+                         file_digest(embeddings), sorted((i.key, i.label) for i in items.values()))
     state_path = Path(checkpoint).with_name("resume_state.pt")
     dev = torch.device(device)
     log.info("%s: %d train, %d val, %d test patients", model_name, *(len(parts[k]) for k in ("train", "val", "test")))

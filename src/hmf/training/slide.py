@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 import torch
@@ -13,10 +14,10 @@ from hmf.atomic import atomic_path, write_csv
 from hmf.data.sample_sheet import read_sample_sheet
 from hmf.evaluation.predictions import write_predictions
 from hmf.tasks import Task
-from hmf.training.bags import Bag, class_weights, fold_parts, load_bags, read_split
-from hmf.training import standardise
+from hmf.features.io import feature_file
+from hmf.training.bags import BagStore, class_weights, fold_parts, read_split, scan_slides
 from hmf.training.hparams import resolve
-from hmf.training.loop import Item, fingerprint, fit, predict, seed_everything
+from hmf.training.loop import Item, file_digest, file_stamp, fingerprint, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,10 @@ def load_text_inputs(path: str | Path, classes: tuple[str, ...]) -> tuple[torch.
     return torch.as_tensor(bank["embeddings"], dtype=torch.float32), prompt_class_index(bank)
 
 
-def _items(bags: dict[str, Bag], ids: list[str], labels: dict[str, int], text: torch.Tensor | None,
+def _items(store: BagStore, ids: list[str], labels: dict[str, int], text: torch.Tensor | None,
            needs_coords: bool) -> list[Item]:
-    items = []
-    for slide_id in ids:
-        bag = bags[slide_id]
-        inputs = {"features": bag.features}
-        if needs_coords:
-            inputs["coords"] = bag.coords
-        if text is not None:
-            inputs["text"] = text
-        items.append(Item(key=slide_id, label=labels[slide_id], inputs=inputs))
-    return items
+    """One item per slide; its features are read from disk when a step asks for them."""
+    return [Item(key=s, label=labels[s], inputs=store.loader(s, needs_coords, text)) for s in ids]
 
 
 def train_slide_fold(
@@ -59,7 +52,7 @@ def train_slide_fold(
     task: Task,
     sheet_csv: str,
     split_csv: str,
-    features_dir: str,
+    feature_files: Mapping[str, str | Path] | str | Path,
     outputs: SlideOutputs,
     overrides: dict | None = None,
     training: dict | None = None,
@@ -67,25 +60,30 @@ def train_slide_fold(
     device: str = "cpu",
     progress_file=None,
 ) -> dict:
+    """``feature_files``: slide id -> its ``.h5``/``.pt`` file (a folder in CLAM's layout is
+    also accepted). Bags are read from disk as steps need them, so the job's memory is bounded
+    by the model, the largest bag and ``training.cache_mb``, not by the number of slides."""
     from hmf.models import build_slide_model
     from hmf.models.optim import build_optimizer, build_scheduler
 
     training = training or {}
     sheet = read_sample_sheet(sheet_csv)
     parts = fold_parts(sheet, read_split(split_csv), split_name=str(split_csv))
-    bags = load_bags(sheet, features_dir)
+    if not isinstance(feature_files, Mapping):
+        feature_files = {s: feature_file(feature_files, s) for s in sheet["slide_id"]}
+    records = scan_slides(sheet, feature_files)
+    store = BagStore(records, cache_mb=training.get("cache_mb", 0))
     for name in parts:
-        parts[name] = [s for s in parts[name] if s in bags]
+        parts[name] = [s for s in parts[name] if s in records]
     if not parts["train"]:
         raise ValueError(f"{split_csv}: no training slides with patches")
     mean = std = None
     if training.get("standardize_features", True):
-        mean, std = standardise.fit([bags[s].features for s in parts["train"]])
-        for bag in bags.values():
-            bag.features = standardise.apply(bag.features, mean, std)
+        mean, std = store.fit_standardisation(parts["train"])
+        store.standardise_with(mean, std)
     classes = task.classes("slide")
-    labels = {row.slide_id: classes.index(row.slide_label) for row in sheet.itertuples()}
-    in_dim = next(iter(bags.values())).features.shape[1]
+    labels = {row.slide_id: classes.index(row.slide_label) for row in sheet.itertuples() if row.slide_id in records}
+    in_dim = store.dim
 
     hp = resolve("slide", model_name, overrides, training)
     seed_everything(hp.fit.seed)
@@ -106,13 +104,16 @@ def train_slide_fold(
     context = {"class_weights": class_weights(train_labels, len(classes))}
     if prompt_classes is not None:
         context["prompt_classes"] = prompt_classes
-    train_items = _items(bags, parts["train"], labels, text, model.needs_coords)
-    val_items = _items(bags, parts["val"], labels, text, model.needs_coords)
-    log.info("%s: %d train, %d val, %d test slides; D=%d; %d classes", model_name, len(train_items),
-             len(val_items), len(parts["test"]), in_dim, len(classes))
+    train_items = _items(store, parts["train"], labels, text, model.needs_coords)
+    val_items = _items(store, parts["val"], labels, text, model.needs_coords)
+    log.info("%s: %d train, %d val, %d test slides; D=%d; %d classes; largest bag %d patches; bag cache %s MB",
+             model_name, len(train_items), len(val_items), len(parts["test"]), in_dim, len(classes),
+             store.largest_bag, training.get("cache_mb", 0))
 
     run_id = fingerprint("slide", model_name, hp.as_dict(), Path(split_csv).read_text(),
-                         sorted(parts["train"]), in_dim, classes, mean is not None)
+                         sorted(parts["train"]), in_dim, classes, mean is not None,
+                         sorted(labels.items()), [file_stamp(r.file.path) for r in records.values()],
+                         None if text_bank is None else file_digest(text_bank))
     state_path = Path(outputs.checkpoint).with_name("resume_state.pt")
     dev = torch.device(device)
     result = fit(model, optimizer, scheduler, train_items, val_items, context, hp.fit, dev, state_path,
@@ -123,8 +124,8 @@ def train_slide_fold(
 
     # One pass over every slide (embeddings for the patient models); the test rows of it are
     # the fold's predictions. Only the features (and the full text bank) reach the model.
-    all_ids = sorted(bags)
-    every = predict(model, _items(bags, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16,
+    all_ids = sorted(records)
+    every = predict(model, _items(store, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16,
                     keys=("logits", "embedding"))
     row_of = {slide_id: i for i, slide_id in enumerate(all_ids)}
     test_rows = [row_of[s] for s in parts["test"]]

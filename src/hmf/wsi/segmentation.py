@@ -125,21 +125,36 @@ def segmentation_image(slide: Slide, params: SegmentationParams) -> tuple[np.nda
     pyramids without coarse levels) a thumbnail about 64x smaller is read tile by tile
     instead of failing or exhausting memory.
     """
+    level = _segmentation_level(slide, params)
+    w, h = slide.level_dimensions[level]
+    if max(w, h) <= params.max_seg_dim:
+        return slide.read_region((0, 0), level, (w, h)), slide.level_downsamples[level], f"level {level}"
+    image, downsample = slide.read_downsampled(_thumbnail_downsample(slide, params))
+    return image, downsample, "thumbnail"
+
+
+def _segmentation_level(slide: Slide, params: SegmentationParams) -> int:
     if params.seg_level >= 0:
         if params.seg_level >= slide.level_count:
             raise SlideError(
                 f"slide {slide.name}: preprocessing.segmentation.seg_level={params.seg_level} but the slide "
                 f"has {slide.level_count} level(s)"
             )
-        level = params.seg_level
-    else:
-        level = slide.best_level_for_downsample(AUTO_SEG_DOWNSAMPLE)
-    w, h = slide.level_dimensions[level]
+        return params.seg_level
+    return slide.best_level_for_downsample(AUTO_SEG_DOWNSAMPLE)
+
+
+def _thumbnail_downsample(slide: Slide, params: SegmentationParams) -> float:
+    return max(AUTO_SEG_DOWNSAMPLE, max(slide.dimensions) / params.max_seg_dim)
+
+
+def segmentation_image_size(slide: Slide, params: SegmentationParams) -> tuple[int, int]:
+    """Width and height of the image :func:`segmentation_image` reads, without reading it."""
+    w, h = slide.level_dimensions[_segmentation_level(slide, params)]
     if max(w, h) <= params.max_seg_dim:
-        return slide.read_region((0, 0), level, (w, h)), slide.level_downsamples[level], f"level {level}"
-    target = max(AUTO_SEG_DOWNSAMPLE, max(slide.dimensions) / params.max_seg_dim)
-    image, downsample = slide.read_downsampled(target)
-    return image, downsample, "thumbnail"
+        return int(w), int(h)
+    downsample = _thumbnail_downsample(slide, params)
+    return int(slide.dimensions[0] / downsample) + 1, int(slide.dimensions[1] / downsample) + 1
 
 
 def segment_slide(slide: Slide, params: SegmentationParams) -> Segmentation:

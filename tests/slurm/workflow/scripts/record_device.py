@@ -6,7 +6,7 @@ import time
 
 from hmf.atomic import write_json
 from hmf.logs import setup_logging
-from hmf.training.devices import claim_device
+from hmf.devices import claim_device
 
 setup_logging(snakemake.log[0])
 with claim_device("auto") as claim:

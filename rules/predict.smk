@@ -1,0 +1,140 @@
+# Predictions for new, unlabelled patients: the slides of predict.sample_sheet are segmented,
+# patched and encoded by the same per-slide rules as the training slides, then every fold model
+# of each chosen model predicts them (mean of the K folds' probabilities, per-fold spread kept).
+#
+#   snakemake predict --cores all --configfile my.yaml        (with predict.sample_sheet set)
+
+localrules:
+    predict,
+    predict_sheet,
+    predict_submission,
+
+
+rule predict:
+    """Slide and patient predictions for the new patients of predict.sample_sheet (and, for
+    CAMELYON17, the challenge's submission file)."""
+    input:
+        lambda wc: predict_outputs(),
+
+
+rule predict_sheet:
+    """The new slides' sheet, checked (safe, unique ids; files present; labels ignored)."""
+    input:
+        sheet=PREDICT["sample_sheet"] or [],
+        slides=[] if PRECOMPUTED else [_PATHS[s] for s in PREDICT_SLIDE_IDS],
+    output:
+        f"{PREDICT_DIR}/sample_sheet.csv",
+    params:
+        known=SLIDE_IDS,
+        check_files=not PRECOMPUTED,
+    log:
+        f"{LOGS}/predict/sample_sheet.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/predict_sheet.py"
+
+
+rule predict_slide:
+    """The K fold models of one slide model on the new slides: ensemble, per-fold rows and
+    per-fold embeddings."""
+    input:
+        sheet=f"{PREDICT_DIR}/sample_sheet.csv",
+        features=predict_features(),
+        checkpoints=lambda wc: [f"{R}/slide/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS],
+        text=lambda wc: [text_bank("slide")] if wc.model == "hmf" else [],
+    output:
+        predictions=f"{PREDICT_DIR}/slide/{{model}}/predictions.csv",
+        folds=f"{PREDICT_DIR}/slide/{{model}}/folds.csv",
+        embeddings=f"{PREDICT_DIR}/slide/{{model}}/embeddings.pt",
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        features_dir=FEATURES_DIR,
+        device=config["training"]["device"],
+    resources:
+        gpu=1,
+    threads: 1
+    log:
+        f"{LOGS}/predict/slide/{{model}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/predict_slide.py"
+
+
+rule predict_patient:
+    """The K fold models of one patient model on the new patients, each on the source slide
+    model's embeddings of its own fold."""
+    input:
+        sheet=f"{PREDICT_DIR}/sample_sheet.csv",
+        embeddings=f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/embeddings.pt",
+        checkpoints=lambda wc: ([] if wc.model in UNTRAINED_PATIENT_MODELS
+                                else [f"{R}/patient/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS]),
+    output:
+        predictions=f"{PREDICT_DIR}/patient/{{model}}/predictions.csv",
+        folds=f"{PREDICT_DIR}/patient/{{model}}/folds.csv",
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        device=config["training"]["device"],
+    resources:
+        gpu=1,
+    threads: 1
+    log:
+        f"{LOGS}/predict/patient/{{model}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/predict_patient.py"
+
+
+rule predict_submission:
+    """CAMELYON17's submission file: patient_XXX.zip,<pN stage> and patient_XXX_node_Y.tif,<label>."""
+    input:
+        sheet=f"{PREDICT_DIR}/sample_sheet.csv",
+        patients=f"{PREDICT_DIR}/patient/{SUBMISSION_MODEL}/predictions.csv",
+        slides=f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/predictions.csv",
+    output:
+        f"{PREDICT_DIR}/camelyon17_submission.csv",
+    log:
+        f"{LOGS}/predict/submission.log",
+    conda:
+        "../envs/hmf.yaml"
+    script:
+        "../workflow/scripts/predict_submission.py"
+
+
+# Several slides per feature job (features.slides_per_job > 1): the training slides' batches
+# are fixed in preprocess.smk; the new slides get batches of their own, with the same job.
+if PREDICT_SLIDE_IDS and not PRECOMPUTED and SLIDES_PER_JOB > 1:
+    for _index, _batch in enumerate(
+        [PREDICT_SLIDE_IDS[i : i + SLIDES_PER_JOB] for i in range(0, len(PREDICT_SLIDE_IDS), SLIDES_PER_JOB)]
+    ):
+
+        rule:
+            name:
+                f"predict_extract_features_batch{_index}"
+            input:
+                slides=[_PATHS[s] for s in _batch],
+                coords=[f"{R}/patches/{s}.h5" for s in _batch],
+            output:
+                h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
+                pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
+                stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
+            params:
+                features=config["features"],
+                slides=_batch,
+                mpp=[_MPP[s] for s in _batch],
+            threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
+            resources:
+                gpu=get_features_gpus,
+                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
+            log:
+                f"{LOGS}/extract_features/predict_batch{_index}.log",
+            benchmark:
+                f"{BENCH}/extract_features/predict_batch{_index}.tsv"
+            conda:
+                "../envs/hmf.yaml"
+            script:
+                "../workflow/scripts/extract_features_batch.py"

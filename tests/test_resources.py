@@ -1,0 +1,59 @@
+"""Memory requests estimated from a job's own inputs, not from the cohort."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from hmf import resources
+from snakemake.exceptions import is_file_not_found_error
+
+
+def _features(path, n, dim=1024):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("features", (n, dim), dtype="float32")  # shape only: nothing written
+
+
+def test_training_memory_follows_the_largest_bag_not_the_number_of_slides(tmp_path):
+    _features(tmp_path / "big.h5", 100_000)
+    small = []
+    for i in range(50):
+        _features(tmp_path / f"s{i}.h5", 1_000)
+        small.append(tmp_path / f"s{i}.h5")
+    one = resources.train_slide_mem_mb("abmil", [tmp_path / "big.h5"], cache_mb=1024)
+    many = resources.train_slide_mem_mb("abmil", [tmp_path / "big.h5", *small], cache_mb=1024)
+    assert one == many
+    assert resources.train_slide_mem_mb("abmil", small, cache_mb=1024) < one  # ~400 MB less of bag
+    assert resources.train_slide_mem_mb("abmil", small, cache_mb=3072) == (
+        resources.train_slide_mem_mb("abmil", small, cache_mb=1024) + 2048)
+    assert one % 256 == 0
+
+
+def test_extraction_memory_follows_the_patch_count(tmp_path):
+    for name, n in (("few", 10), ("many", 200_000)):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as fh:
+            fh["coords"] = np.zeros((n, 2), dtype=np.int64)
+    few = resources.extract_mem_mb([tmp_path / "few.h5"])
+    many = resources.extract_mem_mb([tmp_path / "many.h5"])
+    assert many - few >= 200_000 * 1024 * 4 / 2**20 - 256
+
+
+def test_inputs_still_to_be_made_defer_the_estimate(tmp_path):
+    """Snakemake evaluates the estimate again once the input exists (recognised by its name)."""
+    missing = str(tmp_path / "later.h5")
+    for call in (lambda: resources.train_slide_mem_mb("hmf", [missing], 0),
+                 lambda: resources.extract_mem_mb([missing]),
+                 lambda: resources.segment_mem_mb(missing, None)):
+        with pytest.raises(FileNotFoundError) as err:
+            call()
+        assert is_file_not_found_error(err.value, [missing])
+
+
+def test_segmentation_memory_from_the_slide(aperio_slide, tmp_path):
+    real = resources.segment_mem_mb(aperio_slide, None)
+    assert real >= resources.SLIDE_JOB_MB
+    junk = tmp_path / "junk.svs"
+    junk.write_bytes(b"not a slide")
+    assert resources.segment_mem_mb(junk, None) == resources.UNREADABLE_SLIDE_MB
