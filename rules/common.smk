@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from hmf.config import path_component
 from hmf.devices import wants_gpu
+from hmf.features.threads import extraction_threads
 from hmf.resources import extract_mem_mb, segment_mem_mb, train_patient_mem_mb, train_slide_mem_mb
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
 from hmf.tasks import get_task
@@ -112,6 +113,17 @@ if "mean_prob" in PATIENT_MODELS and not TASK.slides_inherit_patient_label:
     )
 if (set(PATIENT_MODELS) - set(UNTRAINED_PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS) and PATIENT_SOURCE not in SLIDE_MODELS:
     raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
+
+
+def get_extraction_threads(wildcards, input):
+    """Threads of an extraction job, from its patch count (hmf.features.threads): every core
+    for a large slide, one for a tiny one. Without --cores (a cluster executor) the cap is
+    --max-threads, else this host's cores."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        cores = workflow.resource_settings.max_threads
+    return extraction_threads(input.coords, cores)
 
 
 def get_features_gpus(wildcards):

@@ -126,7 +126,7 @@ if PREDICT_SLIDE_IDS and not PRECOMPUTED and SLIDES_PER_JOB > 1:
                 features=config["features"],
                 slides=_batch,
                 mpp=[_MPP[s] for s in _batch],
-            threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
+            threads: get_extraction_threads
             resources:
                 gpu=get_features_gpus,
                 mem_mb=lambda wc, input: extract_mem_mb(input.coords),

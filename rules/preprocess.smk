@@ -17,7 +17,7 @@ rule segment:
         mpp=slide_mpp,
     resources:
         # From the slide: the size of the image segmentation reads, and its masks.
-        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], _MPP[wc.slide]),
+        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wc)),
     log:
         f"{LOGS}/segment/{{slide}}.log",
     benchmark:
@@ -49,8 +49,6 @@ rule patch:
 
 SLIDES_PER_JOB = config["features"]["slides_per_job"]
 
-from hmf.features.threads import extraction_threads
-
 if SLIDES_PER_JOB == 1:
 
     rule extract_features:
@@ -67,7 +65,7 @@ if SLIDES_PER_JOB == 1:
             mpp=slide_mpp,
         # From the slide's patch count: a large slide gets every core (and runs alone), small
         # ones one thread each, so that their start-ups overlap (hmf.features.threads).
-        threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
+        threads: get_extraction_threads
         resources:
             gpu=get_features_gpus,
             # From the slide's patch count: the encoder plus one copy of its features.
@@ -102,7 +100,7 @@ else:
                 features=config["features"],
                 slides=_batch,
                 mpp=[_MPP[s] for s in _batch],
-            threads: lambda wc, input: extraction_threads(input.coords, workflow.cores)
+            threads: get_extraction_threads
             resources:
                 gpu=get_features_gpus,
                 mem_mb=lambda wc, input: extract_mem_mb(input.coords),

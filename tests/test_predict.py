@@ -118,7 +118,7 @@ def test_predict_target_on_the_tiny_run(tiny_run, tmp_path):
     pd.DataFrame(rows).to_csv(new_dir / "sheet.csv", index=False)
     config = yaml.safe_load((workdir / "tests/configs/tiny.yaml").read_text())
     config["predict"] = {"sample_sheet": "new_slides/sheet.csv"}
-    (workdir / "predict.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "predict.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # same params, same order
     checkpoints = sorted((workdir / R).glob("*/*/fold_*/checkpoint.pt"))
     before = {p: p.stat().st_mtime_ns for p in checkpoints}
 

@@ -34,6 +34,15 @@ def slide_path(wildcards):
 def slide_mpp(wildcards):
     return _MPP.get(wildcards.slide)
 
+from hmf.features.threads import extraction_threads
+from hmf.resources import extract_mem_mb, segment_mem_mb
+
+def get_extraction_threads(wildcards, input):
+    return extraction_threads(input.coords, workflow.cores)
+
+def get_features_gpus(wildcards):
+    return 0
+
 include: {rules!r}
 
 rule all:
