@@ -467,6 +467,11 @@ def slide_mpp(wildcards):
 def get_features_gpus(wildcards):
     return 0
 
+def get_extraction_threads(wildcards, input):
+    from hmf.features.threads import extraction_threads
+
+    return extraction_threads(input.coords, workflow.cores)
+
 include: {rules!r}
 """
 
