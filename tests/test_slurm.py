@@ -47,9 +47,9 @@ AGGREGATED_PATIENT_MODELS = {"pn_rule", "mean_prob"}
 WORKFLOW_TIMEOUT_S = 900
 
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
-CLAIMED = re.compile(r"^(\S+ \S+) INFO hmf\.training\.devices: claimed (cuda:\d+) \(physical GPU (\S+?)(, simulated)?, "
+CLAIMED = re.compile(r"^(\S+ \S+) INFO hmf\.devices: claimed (cuda:\d+) \(physical GPU (\S+?)(, simulated)?, "
                      r"lock (\S+)\)", re.M)
-RELEASED = re.compile(r"^(\S+ \S+) INFO hmf\.training\.devices: released ", re.M)
+RELEASED = re.compile(r"^(\S+ \S+) INFO hmf\.devices: released ", re.M)
 
 
 @pytest.fixture(scope="module")

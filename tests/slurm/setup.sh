@@ -70,8 +70,10 @@ mkdir -p /etc/slurm
 for name in slurm.conf gres.conf; do
     target="/etc/slurm/$name"
     if [ -e "$target" ] || [ -L "$target" ]; then
-        # ours: a link that is dangling or leads to a file of this test cluster
-        [ -L "$target" ] && { [ ! -e "$target" ] || grep -q '^ClusterName=hmftest$' "$target"; } \
+        # ours: a link that is dangling or leads into a folder of this test cluster (judged by
+        # the slurm.conf beside the link's target: gres.conf names no cluster)
+        [ -L "$target" ] && { [ ! -e "$target" ] \
+            || grep -q '^ClusterName=hmftest$' "$(dirname "$(readlink "$target")")/slurm.conf"; } \
             || die "$target exists and was not written by this script: refusing to replace a real SLURM configuration"
     fi
     ln -sfn "$DIR/etc/$name" "$target"
