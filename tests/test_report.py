@@ -300,7 +300,10 @@ def test_report_opens_in_chromium(tiny_run, tmp_path):
     assert text.lstrip().lower().startswith("<!doctype html")
     names = {Path(entry["filename"]).name for entry in embedded_results(text).values()}
     expected = {"slide.html", "patient.html", "slide.csv", "patient.png", "summary.csv", "review.html",
-                "confusion.png", "curves.png"}
+                "confusion.png", "curves.png",
+                # the paired comparisons with the reference model: table and forest plot
+                "slide_comparison.html", "patient_comparison.html", "slide_comparison.png",
+                "patient_comparison.png"}
     assert expected <= names, expected - names
     categories = embedded_categories(text)
     # Heatmaps: the JPEG copies of the selected ones (the PNGs stay on disk).
