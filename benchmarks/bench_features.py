@@ -147,22 +147,13 @@ def mosaic_slide(src: Path, out: Path, seed: int, tiles: int = 3) -> Path:
 SNAKEFILE = """
 import sys
 sys.path.insert(0, {src!r})
-from hmf.resources import extract_mem_mb, segment_mem_mb
 R, LOGS, BENCH = "results/b", "logs/b", "benchmarks/b"
 FEATURES_DIR = R + "/features/resnet50_trunc"
 _PATHS = {slides!r}
 _MPP = {{s: None for s in _PATHS}}
 SLIDE_IDS = list(_PATHS)
 
-def slide_path(wildcards):
-    return _PATHS[wildcards.slide]
-
-def slide_mpp(wildcards):
-    return _MPP[wildcards.slide]
-
-def get_features_gpus(wildcards):
-    return 0
-
+include: {helpers!r}
 include: {rules!r}
 
 rule features:
@@ -186,7 +177,8 @@ def workflow(precision: str, n_slides: int, gflops: float, work: Path) -> None:
     run = work / f"run_{precision}"
     run.mkdir()
     (run / "Snakefile").write_text(SNAKEFILE.format(
-        src=str(ROOT / "src"), rules=str(ROOT / "rules" / "preprocess.smk"), slides=slides))
+        src=str(ROOT / "src"), rules=str(ROOT / "rules" / "preprocess.smk"),
+        helpers=str(ROOT / "rules" / "slide_helpers.smk"), slides=slides))
     (run / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {}}\n"
         f"features: {{encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, "

@@ -10,9 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.exceptions import WorkflowError
 
 from hmf.config import path_component
-from hmf.devices import wants_gpu
-from hmf.features.threads import extraction_threads
-from hmf.resources import extract_mem_mb, segment_mem_mb, train_patient_mem_mb, train_slide_mem_mb
+from hmf.resources import train_patient_mem_mb, train_slide_mem_mb
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
 from hmf.tasks import get_task
 
@@ -115,30 +113,8 @@ if (set(PATIENT_MODELS) - set(UNTRAINED_PATIENT_MODELS) or "pn_rule" in PATIENT_
     raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
 
 
-def get_extraction_threads(wildcards, input):
-    """Threads of an extraction job, from its patch count (hmf.features.threads): every core
-    for a large slide, one for a tiny one. Without --cores (a cluster executor) the cap is
-    --max-threads, else this host's cores."""
-    try:
-        cores = workflow.cores
-    except WorkflowError:
-        cores = workflow.resource_settings.max_threads
-    return extraction_threads(input.coords, cores)
+include: "slide_helpers.smk"
 
-
-def get_features_gpus(wildcards):
-    """GPUs an extraction job asks Snakemake for: one unless features.device is cpu (with
-    none, the job's device auto is the CPU)."""
-    return int(wants_gpu(config["features"]["device"]))
-
-
-def slide_path(wildcards):
-    return _PATHS[wildcards.slide]
-
-
-def slide_mpp(wildcards):
-    """Per-slide µm per pixel from the sample sheet, or None to read it from the slide."""
-    return _MPP[wildcards.slide]
 
 def label_inputs():
     """The user's label files (for the demo: those the demo rules write)."""

@@ -451,27 +451,13 @@ def test_extraction_threads_follow_the_patch_count(tmp_path):
 WORKFLOW = """
 import sys
 sys.path.insert(0, {src!r})
-from hmf.resources import extract_mem_mb, segment_mem_mb
 R, LOGS, BENCH = "results/t", "logs/t", "benchmarks/t"
 FEATURES_DIR = R + "/features/resnet50_trunc"
 _PATHS = {slides!r}
 _MPP = {{s: None for s in _PATHS}}
 SLIDE_IDS = list(_PATHS)
 
-def slide_path(wildcards):
-    return _PATHS[wildcards.slide]
-
-def slide_mpp(wildcards):
-    return _MPP[wildcards.slide]
-
-def get_features_gpus(wildcards):
-    return 0
-
-def get_extraction_threads(wildcards, input):
-    from hmf.features.threads import extraction_threads
-
-    return extraction_threads(input.coords, workflow.cores)
-
+include: {helpers!r}
 include: {rules!r}
 """
 
@@ -487,6 +473,7 @@ def test_a_large_slide_uses_every_core_and_small_slides_one_each(aperio_slide, t
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "Snakefile").write_text(WORKFLOW.format(
         src=str(root / "src"), rules=str(root / "rules" / "preprocess.smk"),
+        helpers=str(root / "rules" / "slide_helpers.smk"),
         slides={"cmu": str(aperio_slide), "small": str(tumour_image)}))
     (tmp_path / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 256, step_size: 256}}\n"

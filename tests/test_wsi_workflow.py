@@ -28,21 +28,7 @@ _PATHS = _SLIDES
 _MPP = {mpp!r}
 SLIDE_IDS = list(_SLIDES)
 
-def slide_path(wildcards):
-    return _SLIDES[wildcards.slide]
-
-def slide_mpp(wildcards):
-    return _MPP.get(wildcards.slide)
-
-from hmf.features.threads import extraction_threads
-from hmf.resources import extract_mem_mb, segment_mem_mb
-
-def get_extraction_threads(wildcards, input):
-    return extraction_threads(input.coords, workflow.cores)
-
-def get_features_gpus(wildcards):
-    return 0
-
+include: {helpers!r}
 include: {rules!r}
 
 rule all:
@@ -60,6 +46,7 @@ def test_preprocess_rules_end_to_end(aperio_slide, tmp_path):
     Image.new("RGB", (600, 500), (246, 246, 246)).save(blank)
     (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
         src=str(ROOT / "src"), rules=str(ROOT / "rules" / "preprocess.smk"),
+        helpers=str(ROOT / "rules" / "slide_helpers.smk"),
         slides={"cmu": str(aperio_slide), "blank": str(blank)}, mpp={"blank": 0.5}))
     (tmp_path / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 512, step_size: 512}}\n"
