@@ -17,7 +17,6 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 
 from hmf.config import ConfigError, check_model_params, validate_config
 
-
 # The demo config is the default; a config given with --configfile replaces it (rather
 # than being merged over it, which would leak the demo's settings into a user's run).
 if not workflow.overwrite_configfiles:

@@ -37,8 +37,15 @@ import numpy as np
 import torch
 
 from hmf.features.encoders import EncoderSettings, build_encoder
-from hmf.features.extract import (PatchDataset, RuntimeSettings, bf16_unsupported, describe_layout, encode_patches,
-                                  prepare_model, resolve_device)
+from hmf.features.extract import (
+    PatchDataset,
+    RuntimeSettings,
+    bf16_unsupported,
+    describe_layout,
+    encode_patches,
+    prepare_model,
+    resolve_device,
+)
 from hmf.sources import aperio_slide
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import open_slide
@@ -58,7 +65,7 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 2.0, n: i
         start = time.perf_counter()
         for _ in range(3):
             a @ b
-        best = max(best, 3 * 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+        best = max(best, 3 * 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -81,15 +88,22 @@ def engine(precision: str, args, encoder, dataset: PatchDataset, device: torch.d
         batch_size=args.batch_size if args.batch_size == "auto" else int(args.batch_size),
         num_workers=args.workers if args.workers == "auto" else int(args.workers),
         cpu_streams=args.streams if args.streams == "auto" else int(args.streams),
-        cpu_optimize=args.cpu_optimize, progress_interval_s=60)
+        cpu_optimize=args.cpu_optimize,
+        progress_interval_s=60,
+    )
     batch_size = runtime.batch_for(device, precision)
     dtype = DTYPES[precision]
     samples = [matmul_gflops(dtype)]
     start = time.perf_counter()
     model = prepare_model(encoder, device, runtime, len(dataset), batch_size, precision)
     prepare_s = time.perf_counter() - start
-    warm = PatchDataset(dataset.slide, dataset.coords[: 2 * batch_size * max(1, torch.get_num_threads())],
-                        dataset.patch_level, dataset.patch_size, encoder.pixels)
+    warm = PatchDataset(
+        dataset.slide,
+        dataset.coords[: 2 * batch_size * max(1, torch.get_num_threads())],
+        dataset.patch_level,
+        dataset.patch_size,
+        encoder.pixels,
+    )
     encode_patches(encoder, warm, device, runtime, model=model, precision=precision)  # oneDNN primitives
     rates = []
     for _ in range(max(1, args.repeats)):
@@ -106,15 +120,18 @@ def engine(precision: str, args, encoder, dataset: PatchDataset, device: torch.d
     limit = gflops / GFLOP_PER_PATCH
     assert features.shape == (len(dataset), 1024) and torch.isfinite(features).all()
     median = statistics.median(rates)
-    print(f"\n== {precision}: {describe_layout(runtime, device, len(dataset), precision)}, {len(dataset)} patches "
-          f"of {dataset.patch_size} px, device {device}, cpu_optimize {args.cpu_optimize} "
-          f"(model prepared in {prepare_s:.1f} s)")
+    print(
+        f"\n== {precision}: {describe_layout(runtime, device, len(dataset), precision)}, {len(dataset)} patches "
+        f"of {dataset.patch_size} px, device {device}, cpu_optimize {args.cpu_optimize} "
+        f"(model prepared in {prepare_s:.1f} s)"
+    )
     print(f"{precision} matmul: {gflops:.1f} GFLOP/s (best of samples {', '.join(f'{g:.1f}' for g in samples)})")
     print(f"compute limit: {limit:.2f} patches/s ({GFLOP_PER_PATCH} GFLOP per patch)")
     print("pipeline runs: " + ", ".join(f"{r:.2f} patches/s (ratio {r / limit:.2f})" for r in rates))
     print(f"pipeline, median of {len(rates)} whole runs: {median:.2f} patches/s, ratio {median / limit:.2f}")
-    print(f"patches already in memory (normalisation + model): {model_only:.2f} patches/s, "
-          f"ratio {model_only / limit:.2f}")
+    print(
+        f"patches already in memory (normalisation + model): {model_only:.2f} patches/s, ratio {model_only / limit:.2f}"
+    )
     return gflops
 
 
@@ -137,9 +154,15 @@ def mosaic_slide(src: Path, out: Path, seed: int, tiles: int = 3) -> Path:
     res = 1e4 / slide.mpp  # pixels per cm
     with tifffile.TiffWriter(out, bigtiff=False) as tif:
         for i in range(4):
-            tif.write(level, tile=(256, 256), compression="jpeg", photometric="rgb",
-                      resolution=(res / 2 ** i, res / 2 ** i), resolutionunit="CENTIMETER",
-                      subfiletype=0 if i == 0 else 1)
+            tif.write(
+                level,
+                tile=(256, 256),
+                compression="jpeg",
+                photometric="rgb",
+                resolution=(res / 2**i, res / 2**i),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+            )
             level = level[::2, ::2]
     return out
 
@@ -176,26 +199,44 @@ def workflow(precision: str, n_slides: int, gflops: float, work: Path) -> None:
         slides[f"m{i:02d}"] = str(path)
     run = work / f"run_{precision}"
     run.mkdir()
-    (run / "Snakefile").write_text(SNAKEFILE.format(
-        src=str(ROOT / "src"), rules=str(ROOT / "rules" / "preprocess.smk"),
-        helpers=str(ROOT / "rules" / "slide_helpers.smk"), slides=slides))
+    (run / "Snakefile").write_text(
+        SNAKEFILE.format(
+            src=str(ROOT / "src"),
+            rules=str(ROOT / "rules" / "preprocess.smk"),
+            helpers=str(ROOT / "rules" / "slide_helpers.smk"),
+            slides=slides,
+        )
+    )
     (run / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {}}\n"
         f"features: {{encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, "
-        f"precision: {precision}}}\n")
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "--cores", "all", "--configfile", "config.yaml",
-           "--quiet", "all", "--", "features"]
+        f"precision: {precision}}}\n"
+    )
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "--cores",
+        "all",
+        "--configfile",
+        "config.yaml",
+        "--quiet",
+        "all",
+        "--",
+        "features",
+    ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=run, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    proc = subprocess.run(
+        cmd, cwd=run, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    )
     wall = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"workflow run failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     patches = sum(read_coords(run / f"results/b/patches/{s}.h5")[0].shape[0] for s in slides)
     ideal = patches * GFLOP_PER_PATCH / gflops
-    print(f"\n== workflow, {precision}: {n_slides} slides, {patches} patches, `features` rules from a clean "
-          f"results folder with --cores all ({os.cpu_count()}): {wall:.1f} s wall, {patches / wall:.2f} patches/s; "
-          f"the patches at the {gflops:.0f} GFLOP/s matmul rate: {ideal:.1f} s, ratio {ideal / wall:.2f}")
+    print(
+        f"\n== workflow, {precision}: {n_slides} slides, {patches} patches, `features` rules from a clean "
+        f"results folder with --cores all ({os.cpu_count()}): {wall:.1f} s wall, {patches / wall:.2f} patches/s; "
+        f"the patches at the {gflops:.0f} GFLOP/s matmul rate: {ideal:.1f} s, ratio {ideal / wall:.2f}"
+    )
 
 
 def main() -> None:
@@ -230,8 +271,10 @@ def main() -> None:
     encoder = build_encoder(EncoderSettings(weights="random"))
     slide = open_slide(slide_path, name="cmu")
     dataset = PatchDataset(slide, coords, int(attrs["patch_level"]), int(attrs["patch_size"]), encoder.pixels)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"(capability {torch.backends.cpu.get_cpu_capability()}); load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"(capability {torch.backends.cpu.get_cpu_capability()}); load average {os.getloadavg()[0]:.2f}"
+    )
     rates = {precision: engine(precision, args, encoder, dataset, device) for precision in precisions}
     for precision in precisions if args.workflow_slides > 0 else []:
         workflow(precision, args.workflow_slides, rates[precision], work)

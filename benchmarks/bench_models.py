@@ -115,8 +115,15 @@ def _run(model_name: str, n: int, threads: int, bf16: bool, seed: int = 0) -> di
     if not torch.isfinite(logits.float()).all():
         raise FloatingPointError(f"{model_name}: non-finite logits at N={n}")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"model": model_name, "n": n, "threads": threads, "precision": "bf16" if bf16 else "fp32",
-            "step_s": round(step_s, 3), "infer_s": round(infer_s, 3), "peak_rss_gb": round(peak_kib / 2**20, 3)}
+    return {
+        "model": model_name,
+        "n": n,
+        "threads": threads,
+        "precision": "bf16" if bf16 else "fp32",
+        "step_s": round(step_s, 3),
+        "infer_s": round(infer_s, 3),
+        "peak_rss_gb": round(peak_kib / 2**20, 3),
+    }
 
 
 def _rss_gb(pid: int) -> float:
@@ -130,8 +137,15 @@ def _rss_gb(pid: int) -> float:
     return 0.0
 
 
-def measure(model: str, n: int, threads: int = 2, bf16: bool = False, *, timeout_s: float = 3600,
-            max_rss_gb: float = DEFAULT_MAX_RSS_GB) -> dict:
+def measure(
+    model: str,
+    n: int,
+    threads: int = 2,
+    bf16: bool = False,
+    *,
+    timeout_s: float = 3600,
+    max_rss_gb: float = DEFAULT_MAX_RSS_GB,
+) -> dict:
     """Seconds per training step and per inference pass, and peak RSS (GB), of ``model`` on one
     bag of ``n`` random patches, measured in a fresh process with ``threads`` torch threads.
 
@@ -195,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), help="patches per bag")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--bf16", action="store_true", help="also run every case under bf16 autocast")
-    parser.add_argument("--max-rss-gb", type=float, default=DEFAULT_MAX_RSS_GB,
-                        help="stop a run whose resident memory passes this")
+    parser.add_argument(
+        "--max-rss-gb", type=float, default=DEFAULT_MAX_RSS_GB, help="stop a run whose resident memory passes this"
+    )
     parser.add_argument("--timeout-s", type=float, default=3600, help="stop a run after this long")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -204,12 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch threads per run: {args.threads}; load average {os.getloadavg()[0]:.2f}", flush=True)
     if args.bf16:
         flags = cpu_bf16_flags()
-        print("CPU bf16 instructions: " + (", ".join(flags) if flags else "none (bf16 is emulated, slow)"),
-              flush=True)
+        print("CPU bf16 instructions: " + (", ".join(flags) if flags else "none (bf16 is emulated, slow)"), flush=True)
     rows = []
     for model in args.models:
         for n in args.sizes:
-            for bf16 in ((False, True) if args.bf16 else (False,)):
+            for bf16 in (False, True) if args.bf16 else (False,):
                 row = measure(model, n, args.threads, bf16, timeout_s=args.timeout_s, max_rss_gb=args.max_rss_gb)
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -33,8 +33,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SLIDE_MODELS = ["hmf", "meanpool", "maxpool", "abmil", "gatmil", "dsmil", "transmil", "dtfd_maxs", "dtfd_maxmins",
-                "dtfd_afs", "acmil"]
+SLIDE_MODELS = [
+    "hmf",
+    "meanpool",
+    "maxpool",
+    "abmil",
+    "gatmil",
+    "dsmil",
+    "transmil",
+    "dtfd_maxs",
+    "dtfd_maxmins",
+    "dtfd_afs",
+    "acmil",
+]
 
 
 def bag_sizes(n_slides: int, median: int, maximum: int, seed: int = 0) -> list[int]:
@@ -75,11 +86,26 @@ def write_cohort(folder: Path, sizes: list[int], dim: int, seed: int = 0) -> Non
                     data[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
                 fh["coords"] = grid.astype(np.int64)
             tmp.rename(path)
-        rows.append({"slide_id": slide, "patient_id": f"patient_{i:04d}", "path": "", "slide_label": classes[i % 4],
-                     "patient_label": "", "node": "", "mpp": ""})
+        rows.append(
+            {
+                "slide_id": slide,
+                "patient_id": f"patient_{i:04d}",
+                "path": "",
+                "slide_label": classes[i % 4],
+                "patient_label": "",
+                "node": "",
+                "mpp": "",
+            }
+        )
     pd.DataFrame(rows).to_csv(folder / "sample_sheet.csv", index=False)
-    bank = {"prompts": [f"description {i}" for i in range(24)], "classes": [c for c in classes for _ in range(6)],
-            "class_names": classes, "embeddings": torch.randn(24, 384), "encoder": "random", "dim": 384}
+    bank = {
+        "prompts": [f"description {i}" for i in range(24)],
+        "classes": [c for c in classes for _ in range(6)],
+        "class_names": classes,
+        "embeddings": torch.randn(24, 384),
+        "encoder": "random",
+        "dim": 384,
+    }
     torch.save(bank, folder / "text_bank.pt")
 
 
@@ -89,12 +115,15 @@ def write_split(folder: Path, n_slides: int, n_train: int, n_val: int, name: str
 
     split = ["train" if i < n_train else "val" if i < n_train + n_val else "test" for i in range(n_slides)]
     path = folder / f"{name}.csv"
-    pd.DataFrame({"patient_id": [f"patient_{i:04d}" for i in range(n_slides)], "split": split}).to_csv(path, index=False)
+    pd.DataFrame({"patient_id": [f"patient_{i:04d}" for i in range(n_slides)], "split": split}).to_csv(
+        path, index=False
+    )
     return path
 
 
-def train_job(folder: Path, n_slides: int, model: str, split: Path, out: Path, threads: int, cache_mb: float,
-              bf16: str | None) -> dict:
+def train_job(
+    folder: Path, n_slides: int, model: str, split: Path, out: Path, threads: int, cache_mb: float, bf16: str | None
+) -> dict:
     """One training job in this (fresh) process; returns wall time and peak RSS."""
     import pandas as pd
     import torch
@@ -108,21 +137,46 @@ def train_job(folder: Path, n_slides: int, model: str, split: Path, out: Path, t
     out.mkdir(parents=True, exist_ok=True)
     sheet.to_csv(sheet_csv, index=False)
     files = {s: folder / "h5_files" / f"{s}.h5" for s in sheet["slide_id"]}
-    outputs = SlideOutputs(*(str(out / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv",
-                                                   "embeddings.pt")))
+    outputs = SlideOutputs(
+        *(str(out / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt"))
+    )
     training = {"max_epochs": 1, "patience": 5, "seed": 0, "cache_mb": cache_mb}
     if bf16 is not None:
         training["bf16"] = bf16
     started = time.perf_counter()
-    train_slide_fold(model, get_task("camelyon17"), str(sheet_csv), str(split), files, outputs, training=training,
-                     text_bank=str(folder / "text_bank.pt") if model == "hmf" else None)
-    return {"seconds": time.perf_counter() - started,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    train_slide_fold(
+        model,
+        get_task("camelyon17"),
+        str(sheet_csv),
+        str(split),
+        files,
+        outputs,
+        training=training,
+        text_bank=str(folder / "text_bank.pt") if model == "hmf" else None,
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_child(args: argparse.Namespace, model: str, n_slides: int, split: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", model, "--child-slides", str(n_slides), "--child-split", str(split),
-           "--cohort", str(args.cohort), "--threads", str(args.threads), "--cache-mb", str(args.cache_mb)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        model,
+        "--child-slides",
+        str(n_slides),
+        "--child-split",
+        str(split),
+        "--cohort",
+        str(args.cohort),
+        "--threads",
+        str(args.threads),
+        "--cache-mb",
+        str(args.cache_mb),
+    ]
     if args.bf16 is not None:
         cmd += ["--bf16", args.bf16]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -143,8 +197,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=SLIDE_MODELS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-mb", type=float, default=1024)
-    parser.add_argument("--bf16", choices=["cuda", "auto", "always", "false"], default=None,
-                        help="training.bf16 for the jobs (default: the schema's)")
+    parser.add_argument(
+        "--bf16",
+        choices=["cuda", "auto", "always", "false"],
+        default=None,
+        help="training.bf16 for the jobs (default: the schema's)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-slides", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-split", type=Path, help=argparse.SUPPRESS)
@@ -153,8 +211,13 @@ def main() -> None:
     if args.child:
         bf16 = args.bf16
         out = args.cohort / "runs" / f"{args.child}_{args.child_slides}"
-        print(json.dumps(train_job(args.cohort, args.child_slides, args.child, args.child_split, out, args.threads,
-                                   args.cache_mb, bf16)))
+        print(
+            json.dumps(
+                train_job(
+                    args.cohort, args.child_slides, args.child, args.child_split, out, args.threads, args.cache_mb, bf16
+                )
+            )
+        )
         return
 
     sizes = bag_sizes(2 * args.slides, args.median, args.max)
@@ -163,11 +226,15 @@ def main() -> None:
     small, large = sizes[: args.slides], sizes
     print(f"cohort {args.cohort}: written or found in {time.perf_counter() - started:.0f} s")
     for name, cohort in (("A", small), ("B", large)):
-        print(f"  cohort {name}: {len(cohort)} slides, {sum(cohort):,} patches "
-              f"({sum(cohort) * args.dim * 4 / 2**30:.1f} GiB of float32 features), median bag "
-              f"{int(np.median(cohort)):,}, largest {max(cohort):,}")
-    print(f"jobs: {args.train} training + {args.val} validation slides for one epoch, then a prediction over every "
-          f"slide; {args.threads} threads; bag cache {args.cache_mb:g} MB; bf16 {args.bf16 or 'default'}")
+        print(
+            f"  cohort {name}: {len(cohort)} slides, {sum(cohort):,} patches "
+            f"({sum(cohort) * args.dim * 4 / 2**30:.1f} GiB of float32 features), median bag "
+            f"{int(np.median(cohort)):,}, largest {max(cohort):,}"
+        )
+    print(
+        f"jobs: {args.train} training + {args.val} validation slides for one epoch, then a prediction over every "
+        f"slide; {args.threads} threads; bag cache {args.cache_mb:g} MB; bf16 {args.bf16 or 'default'}"
+    )
     splits = {n: write_split(args.cohort, n, args.train, args.val, f"split_{n}") for n in (len(small), len(large))}
 
     header = f"{'model':<13} {'A: s':>8} {'A: peak MB':>11} {'B: s':>8} {'B: peak MB':>11} {'B/A peak':>9}"
@@ -179,8 +246,11 @@ def main() -> None:
         if "error" in a or "error" in b:
             print(f"{model:<13} failed: {a.get('error') or b.get('error')}")
             continue
-        print(f"{model:<13} {a['seconds']:>8.0f} {a['peak_rss_mb']:>11.0f} {b['seconds']:>8.0f} "
-              f"{b['peak_rss_mb']:>11.0f} {b['peak_rss_mb'] / a['peak_rss_mb']:>9.2f}", flush=True)
+        print(
+            f"{model:<13} {a['seconds']:>8.0f} {a['peak_rss_mb']:>11.0f} {b['seconds']:>8.0f} "
+            f"{b['peak_rss_mb']:>11.0f} {b['peak_rss_mb'] / a['peak_rss_mb']:>9.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,15 @@ def tiled_copy(src: Path, out: Path) -> Path:
     with tifffile.TiffWriter(out, bigtiff=False) as tif:
         level = mosaic
         for i in range(4):
-            tif.write(level, tile=(256, 256), compression="jpeg", photometric="rgb",
-                      resolution=(res / 2 ** i, res / 2 ** i), resolutionunit="CENTIMETER",
-                      subfiletype=0 if i == 0 else 1)
+            tif.write(
+                level,
+                tile=(256, 256),
+                compression="jpeg",
+                photometric="rgb",
+                resolution=(res / 2**i, res / 2**i),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+            )
             level = level[::2, ::2]
     return out
 
@@ -47,8 +53,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_seg_"))
-    slides = {"cmu (2220x2967, 1 level)": aperio_slide(),
-              "mosaic (4440x5934, 4 levels)": tiled_copy(aperio_slide(), work / "mosaic.tif")}
+    slides = {
+        "cmu (2220x2967, 1 level)": aperio_slide(),
+        "mosaic (4440x5934, 4 levels)": tiled_copy(aperio_slide(), work / "mosaic.tif"),
+    }
     for name, path in slides.items():
         for preset in ("bwh_biopsy", "tcga"):
             settings = resolve_preprocessing({"preset": preset})
@@ -65,9 +73,11 @@ def main() -> None:
             run_segmentation(path, "b", {"preset": preset}, work / "c.geojson", work / "m.jpg", work / "s.json")
             run_patching(path, "b", {"preset": preset}, work / "c.geojson", work / "p.h5", work / "st.jpg")
             steps = time.perf_counter() - start
-            print(f"{name:32s} {preset:11s} seg from {seg.source:9s}: segmentation {min(seg_s):.3f} s, "
-                  f"patching {min(patch_s):.3f} s ({len(coords)} patches, {len(seg.tissues)} contours); "
-                  f"both steps with pictures and files {steps:.2f} s")
+            print(
+                f"{name:32s} {preset:11s} seg from {seg.source:9s}: segmentation {min(seg_s):.3f} s, "
+                f"patching {min(patch_s):.3f} s ({len(coords)} patches, {len(seg.tissues)} contours); "
+                f"both steps with pictures and files {steps:.2f} s"
+            )
 
 
 if __name__ == "__main__":

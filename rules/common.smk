@@ -47,8 +47,7 @@ def _parse_time_sheet():
         sheet = planned_sample_sheet({**config["demo"], "slide_dir": DATASET["slide_dir"]})
         return validate_sample_sheet(sheet, TASK, check_files=False, require_labels=False)
     # Slide files are needed only when this workflow computes the features.
-    return validate_sample_sheet(load_sample_sheet(DATASET), TASK, check_files=not PRECOMPUTED,
-                                 require_labels=False)
+    return validate_sample_sheet(load_sample_sheet(DATASET), TASK, check_files=not PRECOMPUTED, require_labels=False)
 
 
 try:
@@ -109,7 +108,9 @@ if "mean_prob" in PATIENT_MODELS and not TASK.slides_inherit_patient_label:
         f"models.patient: mean_prob averages slide probabilities over a patient's slides, which needs "
         f"slide and patient classes to be the same; task {TASK.name} has different ones"
     )
-if (set(PATIENT_MODELS) - set(UNTRAINED_PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS) and PATIENT_SOURCE not in SLIDE_MODELS:
+if (
+    set(PATIENT_MODELS) - set(UNTRAINED_PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS
+) and PATIENT_SOURCE not in SLIDE_MODELS:
     raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
 
 
@@ -164,9 +165,12 @@ def fold_outputs(level, name):
 
 def table_outputs():
     """Per level: the results table and the paired comparison with the reference model."""
-    return [f"{R}/tables/{level}{kind}.{ext}" for level in levels() for kind in ("", "_comparison")
-            for ext in ("csv", "md", "png")]
-
+    return [
+        f"{R}/tables/{level}{kind}.{ext}"
+        for level in levels()
+        for kind in ("", "_comparison")
+        for ext in ("csv", "md", "png")
+    ]
 
 
 # Pooled tables and paired comparisons (rules/evaluate.smk).
@@ -183,7 +187,9 @@ def reference_model(level):
         default = {"slide": "hmf", "patient": "hmf_patient"}[level]
         return default if default in models else models[0]
     if chosen not in models:
-        raise WorkflowError(f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models}")
+        raise WorkflowError(
+            f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models}"
+        )
     return chosen
 
 
@@ -193,8 +199,10 @@ for _level in levels():
 
 def level_notes(level):
     if TASK.name == "camelyon17" and level == "patient":
-        return ["At patient level the pooled quadratic weighted kappa over all patients is the CAMELYON17 "
-                "challenge's metric (one kappa over the cohort, not a mean of per-fold kappas)."]
+        return [
+            "At patient level the pooled quadratic weighted kappa over all patients is the CAMELYON17 "
+            "challenge's metric (one kappa over the cohort, not a mean of per-fold kappas)."
+        ]
     return []
 
 
@@ -219,22 +227,32 @@ PREDICT = config["predict"]
 PREDICT_DIR = f"{R}/predict"
 PREDICT_SLIDE_MODELS = PREDICT["slide_models"] or SLIDE_MODELS
 PREDICT_PATIENT_MODELS = PREDICT["patient_models"] or PATIENT_MODELS
-for _key, _chosen, _models in (("slide_models", PREDICT_SLIDE_MODELS, SLIDE_MODELS),
-                               ("patient_models", PREDICT_PATIENT_MODELS, PATIENT_MODELS)):
+for _key, _chosen, _models in (
+    ("slide_models", PREDICT_SLIDE_MODELS, SLIDE_MODELS),
+    ("patient_models", PREDICT_PATIENT_MODELS, PATIENT_MODELS),
+):
     if set(_chosen) - set(_models):
-        raise WorkflowError(f"config key predict.{_key}: {sorted(set(_chosen) - set(_models))} not among the "
-                            f"configured models {_models}")
+        raise WorkflowError(
+            f"config key predict.{_key}: {sorted(set(_chosen) - set(_models))} not among the "
+            f"configured models {_models}"
+        )
 SUBMISSION_MODEL = PREDICT["submission_model"] or reference_model("patient")
 if SUBMISSION_MODEL not in PREDICT_PATIENT_MODELS:
-    raise WorkflowError(f"config key predict.submission_model: {SUBMISSION_MODEL!r} is not among the predicted "
-                        f"patient models {PREDICT_PATIENT_MODELS}")
+    raise WorkflowError(
+        f"config key predict.submission_model: {SUBMISSION_MODEL!r} is not among the predicted "
+        f"patient models {PREDICT_PATIENT_MODELS}"
+    )
 
 
 def predict_outputs():
     if not PREDICT_SLIDE_IDS:
         raise WorkflowError("the predict target needs predict.sample_sheet in the config (the new, unlabelled slides)")
-    outputs = [f"{PREDICT_DIR}/slide/{m}/{name}" for m in PREDICT_SLIDE_MODELS for name in ("predictions.csv", "folds.csv")]
-    outputs += [f"{PREDICT_DIR}/patient/{m}/{name}" for m in PREDICT_PATIENT_MODELS for name in ("predictions.csv", "folds.csv")]
+    outputs = [
+        f"{PREDICT_DIR}/slide/{m}/{name}" for m in PREDICT_SLIDE_MODELS for name in ("predictions.csv", "folds.csv")
+    ]
+    outputs += [
+        f"{PREDICT_DIR}/patient/{m}/{name}" for m in PREDICT_PATIENT_MODELS for name in ("predictions.csv", "folds.csv")
+    ]
     if TASK.name == "camelyon17":
         outputs.append(f"{PREDICT_DIR}/camelyon17_submission.csv")
     return outputs

@@ -42,17 +42,17 @@ for _index, _batch in enumerate(
             tumour=rules.demo_sources.output.tumour,
         output:
             [_PATHS[s] for s in _batch],
-        params:
-            demo=DEMO_CFG,
-            slides=_batch,
-        resources:
-            mem_mb=1500,
         log:
             f"{LOGS}/demo/slides_batch{_index}.log",
         benchmark:
             f"{BENCH}/demo/slides_batch{_index}.tsv"
         conda:
             "../envs/hmf.yaml"
+        resources:
+            mem_mb=1500,
+        params:
+            demo=DEMO_CFG,
+            slides=_batch,
         script:
             "../workflow/scripts/demo_slide.py"
 
@@ -61,11 +61,11 @@ rule demo_labels:
     """The demo's label file: CAMELYON17's stage_labels.csv, or a patient_id,label CSV (tcga)."""
     output:
         DATASET[DEMO_LABEL_KEY],
-    params:
-        demo=DEMO_CFG,
     log:
         f"{LOGS}/demo/labels.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        demo=DEMO_CFG,
     script:
         "../workflow/scripts/demo_labels.py"

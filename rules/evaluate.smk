@@ -2,6 +2,7 @@
 # confidence intervals beside mean ± std over folds) and the paired comparisons with a
 # reference model.
 
+
 rule evaluate:
     """Metrics and a confusion matrix for one model on one fold, from its predictions file; test
     slides or patients without a prediction are counted in the metrics file."""
@@ -18,14 +19,14 @@ rule evaluate:
             subcategory="{level} level",
             labels={"model": "{model}", "fold": "{fold}"},
         ),
-    params:
-        classes=lambda wc: list(TASK.classes(wc.level)),
-        ordinal=lambda wc: wc.level in TASK.ordinal,
-        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
     log:
         f"{LOGS}/evaluate/{{level}}/{{model}}/fold_{{fold}}.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        classes=lambda wc: list(TASK.classes(wc.level)),
+        ordinal=lambda wc: wc.level in TASK.ordinal,
+        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -51,6 +52,10 @@ rule table:
             category="Result tables",
             labels={"level": "{level}", "format": "figure"},
         ),
+    log:
+        f"{LOGS}/tables/{{level}}.log",
+    conda:
+        "../envs/hmf.yaml"
     params:
         models=lambda wc: models_of(wc.level),
         folds=FOLDS,
@@ -59,10 +64,6 @@ rule table:
         bootstrap=BOOTSTRAP,
         notes=lambda wc: level_notes(wc.level),
         title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
-    log:
-        f"{LOGS}/tables/{{level}}.log",
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/table.py"
 
@@ -94,6 +95,10 @@ rule comparison:
             category="Result tables",
             labels={"level": "{level}", "format": "forest plot"},
         ),
+    log:
+        f"{LOGS}/tables/{{level}}_comparison.log",
+    conda:
+        "../envs/hmf.yaml"
     params:
         models=lambda wc: models_of(wc.level),
         folds=FOLDS,
@@ -102,9 +107,5 @@ rule comparison:
         reference=lambda wc: reference_model(wc.level),
         bootstrap=BOOTSTRAP,
         title=lambda wc: f"{NAME}: {wc.level} level, paired comparison with {reference_model(wc.level)}",
-    log:
-        f"{LOGS}/tables/{{level}}_comparison.log",
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/comparison.py"

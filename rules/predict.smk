@@ -4,6 +4,7 @@
 #
 #   snakemake predict --cores all --configfile my.yaml        (with predict.sample_sheet set)
 
+
 localrules:
     predict,
     predict_sheet,
@@ -24,13 +25,13 @@ rule predict_sheet:
         slides=[] if PRECOMPUTED else [_PATHS[s] for s in PREDICT_SLIDE_IDS],
     output:
         f"{PREDICT_DIR}/sample_sheet.csv",
-    params:
-        known=SLIDE_IDS,
-        check_files=not PRECOMPUTED,
     log:
         f"{LOGS}/predict/sample_sheet.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        known=SLIDE_IDS,
+        check_files=not PRECOMPUTED,
     script:
         "../workflow/scripts/predict_sheet.py"
 
@@ -47,18 +48,18 @@ rule predict_slide:
         predictions=f"{PREDICT_DIR}/slide/{{model}}/predictions.csv",
         folds=f"{PREDICT_DIR}/slide/{{model}}/folds.csv",
         embeddings=f"{PREDICT_DIR}/slide/{{model}}/embeddings.pt",
+    log:
+        f"{LOGS}/predict/slide/{{model}}.log",
+    conda:
+        "../envs/hmf.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
         features_dir=FEATURES_DIR,
         device=config["training"]["device"],
-    resources:
-        gpu=1,
-    threads: 1
-    log:
-        f"{LOGS}/predict/slide/{{model}}.log",
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/predict_slide.py"
 
@@ -69,22 +70,25 @@ rule predict_patient:
     input:
         sheet=f"{PREDICT_DIR}/sample_sheet.csv",
         embeddings=f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/embeddings.pt",
-        checkpoints=lambda wc: ([] if wc.model in UNTRAINED_PATIENT_MODELS
-                                else [f"{R}/patient/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS]),
+        checkpoints=lambda wc: (
+            []
+            if wc.model in UNTRAINED_PATIENT_MODELS
+            else [f"{R}/patient/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS]
+        ),
     output:
         predictions=f"{PREDICT_DIR}/patient/{{model}}/predictions.csv",
         folds=f"{PREDICT_DIR}/patient/{{model}}/folds.csv",
-    params:
-        task=TASK.name,
-        classes=DATASET.get("classes"),
-        device=config["training"]["device"],
-    resources:
-        gpu=1,
-    threads: 1
     log:
         f"{LOGS}/predict/patient/{{model}}.log",
     conda:
         "../envs/hmf.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        device=config["training"]["device"],
     script:
         "../workflow/scripts/predict_patient.py"
 
@@ -122,19 +126,19 @@ if PREDICT_SLIDE_IDS and not PRECOMPUTED and SLIDES_PER_JOB > 1:
                 h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
                 pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
                 stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
-            params:
-                features=config["features"],
-                slides=_batch,
-                mpp=[_MPP[s] for s in _batch],
-            threads: get_extraction_threads
-            resources:
-                gpu=get_features_gpus,
-                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
             log:
                 f"{LOGS}/extract_features/predict_batch{_index}.log",
             benchmark:
                 f"{BENCH}/extract_features/predict_batch{_index}.tsv"
             conda:
                 "../envs/hmf.yaml"
+            threads: get_extraction_threads
+            resources:
+                gpu=get_features_gpus,
+                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
+            params:
+                features=config["features"],
+                slides=_batch,
+                mpp=[_MPP[s] for s in _batch],
             script:
                 "../workflow/scripts/extract_features_batch.py"

@@ -12,18 +12,18 @@ rule segment:
         # Not a report item: the report shows a bounded selection of slides (rule qc_review).
         mask=f"{R}/masks/{{slide}}.jpg",
         stats=f"{R}/segmentation/{{slide}}.json",
-    params:
-        preprocessing=config["preprocessing"],
-        mpp=slide_mpp,
-    resources:
-        # From the slide: the size of the image segmentation reads, and its masks.
-        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wc)),
     log:
         f"{LOGS}/segment/{{slide}}.log",
     benchmark:
         f"{BENCH}/segment/{{slide}}.tsv"
     conda:
         "../envs/hmf.yaml"
+    resources:
+        # From the slide: the size of the image segmentation reads, and its masks.
+        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wc)),
+    params:
+        preprocessing=config["preprocessing"],
+        mpp=slide_mpp,
     script:
         "../workflow/scripts/segment.py"
 
@@ -36,13 +36,13 @@ rule patch:
     output:
         coords=f"{R}/patches/{{slide}}.h5",
         stitch=f"{R}/stitches/{{slide}}.jpg",
-    params:
-        preprocessing=config["preprocessing"],
-        mpp=slide_mpp,
     log:
         f"{LOGS}/patch/{{slide}}.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        preprocessing=config["preprocessing"],
+        mpp=slide_mpp,
     script:
         "../workflow/scripts/patch.py"
 
@@ -60,9 +60,12 @@ if SLIDES_PER_JOB == 1:
             h5=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
             pt=f"{FEATURES_DIR}/pt_files/{{slide}}.pt",
             stats=f"{FEATURES_DIR}/stats/{{slide}}.json",
-        params:
-            features=config["features"],
-            mpp=slide_mpp,
+        log:
+            f"{LOGS}/extract_features/{{slide}}.log",
+        benchmark:
+            f"{BENCH}/extract_features/{{slide}}.tsv"
+        conda:
+            "../envs/hmf.yaml"
         # From the slide's patch count: a large slide gets every core (and runs alone), small
         # ones one thread each, so that their start-ups overlap (hmf.features.threads).
         threads: get_extraction_threads
@@ -70,12 +73,9 @@ if SLIDES_PER_JOB == 1:
             gpu=get_features_gpus,
             # From the slide's patch count: the encoder plus one copy of its features.
             mem_mb=lambda wc, input: extract_mem_mb([input.coords]),
-        log:
-            f"{LOGS}/extract_features/{{slide}}.log",
-        benchmark:
-            f"{BENCH}/extract_features/{{slide}}.tsv"
-        conda:
-            "../envs/hmf.yaml"
+        params:
+            features=config["features"],
+            mpp=slide_mpp,
         script:
             "../workflow/scripts/extract_features.py"
 
@@ -96,26 +96,27 @@ else:
                 h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
                 pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
                 stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
-            params:
-                features=config["features"],
-                slides=_batch,
-                mpp=[_MPP[s] for s in _batch],
-            threads: get_extraction_threads
-            resources:
-                gpu=get_features_gpus,
-                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
             log:
                 f"{LOGS}/extract_features/batch{_index}.log",
             benchmark:
                 f"{BENCH}/extract_features/batch{_index}.tsv"
             conda:
                 "../envs/hmf.yaml"
+            threads: get_extraction_threads
+            resources:
+                gpu=get_features_gpus,
+                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
+            params:
+                features=config["features"],
+                slides=_batch,
+                mpp=[_MPP[s] for s in _batch],
             script:
                 "../workflow/scripts/extract_features_batch.py"
 
 
 rule qc_summary:
     """One row per slide: tissue area, contours, patches, seconds per step, no-tissue flag."""
+
     # Functions, so that the report lists one entry per input rather than one per slide.
     input:
         segmentation=lambda wc: expand(f"{R}/segmentation/{{slide}}.json", slide=SLIDE_IDS),
@@ -129,11 +130,11 @@ rule qc_summary:
             subcategory="Summary",
             labels={"table": "QC summary"},
         ),
-    params:
-        slides=SLIDE_IDS,
     log:
         f"{LOGS}/qc_summary.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        slides=SLIDE_IDS,
     script:
         "../workflow/scripts/qc_summary.py"

@@ -21,19 +21,24 @@ except ConfigError as err:
 HEATMAP_JOBS = []
 if "hmf" in SLIDE_MODELS and not PRECOMPUTED and not LABEL_ERRORS:
     try:
-        HEATMAP_JOBS = heatmap_jobs(SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"],
-                                    REPORT["heatmap_per_class"])
+        HEATMAP_JOBS = heatmap_jobs(
+            SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"], REPORT["heatmap_per_class"]
+        )
     except ValueError as err:
         LABEL_ERRORS.append(f"config splits / report: {err}")
 
 
 # Outputs per target, fixed at parse time.
 HEATMAP_OUTPUTS = [
-    f"{R}/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS for name in (f"{slide}.png", f"top_patches/{slide}.png")
+    f"{R}/heatmaps/fold_{k}/{name}"
+    for k, slide in HEATMAP_JOBS
+    for name in (f"{slide}.png", f"top_patches/{slide}.png")
 ]
 # Their JPEG copies, which the report shows.
 HEATMAP_REPORT_OUTPUTS = [
-    f"{R}/report/heatmaps/fold_{k}/{name}" for k, slide in HEATMAP_JOBS for name in (f"{slide}.jpg", f"top_patches/{slide}.jpg")
+    f"{R}/report/heatmaps/fold_{k}/{name}"
+    for k, slide in HEATMAP_JOBS
+    for name in (f"{slide}.jpg", f"top_patches/{slide}.jpg")
 ]
 # A curves.png per trained model and fold (the pN rule and mean_prob are not trained).
 CURVE_OUTPUTS = [
@@ -83,17 +88,17 @@ rule heatmap:
     output:
         heatmap=f"{R}/heatmaps/fold_{{fold}}/{{slide}}.png",
         top=f"{R}/heatmaps/fold_{{fold}}/top_patches/{{slide}}.png",
-    params:
-        top_k=REPORT["top_k"],
-        thumbnail_px=REPORT["thumbnail_px"],
-        alpha=REPORT["alpha"],
-    threads: 1
     log:
         f"{LOGS}/heatmaps/fold_{{fold}}/{{slide}}.log",
     benchmark:
         f"{BENCH}/heatmaps/fold_{{fold}}/{{slide}}.tsv"
     conda:
         "../envs/hmf.yaml"
+    threads: 1
+    params:
+        top_k=REPORT["top_k"],
+        thumbnail_px=REPORT["thumbnail_px"],
+        alpha=REPORT["alpha"],
     script:
         "../workflow/scripts/heatmap.py"
 
@@ -130,6 +135,7 @@ rule heatmap_jpeg:
 rule qc_review:
     """The QC table of every slide (review reasons, QC figures, paths of its mask and stitch) and
     the QC pictures of at most report.qc_slides slides, flagged ones first, for the report."""
+
     # Per-slide inputs as functions: the report lists a rule's declared inputs, and a function
     # is listed as one entry, not one per slide.
     input:
@@ -154,13 +160,13 @@ rule qc_review:
             subcategory="Slides for review",
             labels=lambda wildcards, output: picture_labels(output.table, wildcards.slide),
         ),
-    params:
-        report=REPORT,
-        title=f"{NAME}: QC of every slide",
     log:
         f"{LOGS}/qc_review.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        report=REPORT,
+        title=f"{NAME}: QC of every slide",
     script:
         "../workflow/scripts/qc_review.py"
 
@@ -177,12 +183,12 @@ rule training_curves:
             subcategory="{level} level",
             labels={"model": "{model}", "fold": "{fold}"},
         ),
-    params:
-        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
     log:
         f"{LOGS}/curves/{{level}}/{{model}}/fold_{{fold}}.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
     script:
         "../workflow/scripts/training_curves.py"
 
@@ -198,12 +204,12 @@ rule table_html:
             category="Result tables",
             labels={"level": "{level}", "format": "table"},
         ),
-    params:
-        title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
     log:
         f"{LOGS}/tables/{{level}}_html.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
     script:
         "../workflow/scripts/table_html.py"
 

@@ -9,13 +9,13 @@ rule sample_sheet:
         slides=[] if PRECOMPUTED else [_PATHS[s] for s in SLIDE_IDS],
     output:
         f"{R}/sample_sheet.csv",
-    params:
-        dataset=DATASET,
-        task=TASK.name,
-        check_files=not PRECOMPUTED,
     log:
         f"{LOGS}/sample_sheet.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        dataset=DATASET,
+        task=TASK.name,
+        check_files=not PRECOMPUTED,
     script:
         "../workflow/scripts/sample_sheet.py"

@@ -30,17 +30,17 @@ rule prompts:
     """Descriptions of every class of a label set, kept while source/model/template/classes are unchanged."""
     output:
         update(f"{R}/prompts/{{labelset}}.json"),
+    log:
+        f"{LOGS}/prompts/{{labelset}}.log",
+    wildcard_constraints:
+        labelset="|".join(map(re.escape, TEXT_LABELSETS)),
+    conda:
+        "../envs/hmf.yaml"
     params:
         source=lambda wc: PROMPT_KEYS[wc.labelset]["source"],
         model=lambda wc: PROMPT_KEYS[wc.labelset]["model"],
         template_sha256=lambda wc: PROMPT_KEYS[wc.labelset]["template_sha256"],
         classes=lambda wc: PROMPT_KEYS[wc.labelset]["classes"],
-    wildcard_constraints:
-        labelset="|".join(map(re.escape, TEXT_LABELSETS)),
-    log:
-        f"{LOGS}/prompts/{{labelset}}.log",
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/prompts.py"
 
@@ -51,17 +51,17 @@ rule encode_text:
         prompts=f"{R}/prompts/{{labelset}}.json",
     output:
         f"{R}/text/{{labelset}}/{{text_encoder}}.pt",
-    params:
-        encoder=lambda wc: encoder_spec(wc.text_encoder, TEXT),
+    log:
+        f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
     wildcard_constraints:
         labelset="|".join(map(re.escape, TEXT_LABELSETS)),
         text_encoder="|".join(map(re.escape, sorted(TEXT["encoders"]))),
+    conda:
+        "../envs/hmf.yaml"
     threads: 1
     resources:
         gpu=int(wants_gpu(TEXT["device"])),  # a GPU unless text.device is cpu (claimed by the job)
-    log:
-        f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
-    conda:
-        "../envs/hmf.yaml"
+    params:
+        encoder=lambda wc: encoder_spec(wc.text_encoder, TEXT),
     script:
         "../workflow/scripts/encode_text.py"

@@ -7,12 +7,12 @@ rule splits:
         sheet=labelled(f"{R}/sample_sheet.csv"),
     output:
         [f"{R}/splits/fold_{k}.csv" for k in FOLDS],
-    params:
-        splits=config["splits"],
     log:
         f"{LOGS}/splits.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        splits=config["splits"],
     script:
         "../workflow/scripts/splits.py"
 
@@ -26,23 +26,23 @@ rule train_slide:
         train_log=f"{R}/slide/{{model}}/fold_{{fold}}/train_log.csv",
         predictions=f"{R}/slide/{{model}}/fold_{{fold}}/predictions.csv",
         embeddings=f"{R}/slide/{{model}}/fold_{{fold}}/embeddings.pt",
-    params:
-        task=TASK.name,
-        classes=DATASET.get("classes"),
-        overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
-        training=config["training"],
-        slides=SLIDE_IDS,
-    resources:
-        gpu=1,
-        # From this job's inputs: the largest bag and the bag cache (features stream from disk).
-        mem_mb=lambda wc, input: train_slide_mem_mb(wc.model, input.features, config["training"]["cache_mb"]),
-    threads: 1
     log:
         f"{LOGS}/slide/{{model}}/fold_{{fold}}.log",
     benchmark:
         f"{BENCH}/slide/{{model}}/fold_{{fold}}.tsv"
     conda:
         "../envs/hmf.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        # From this job's inputs: the largest bag and the bag cache (features stream from disk).
+        mem_mb=lambda wc, input: train_slide_mem_mb(wc.model, input.features, config["training"]["cache_mb"]),
+    params:
+        task=TASK.name,
+        classes=DATASET.get("classes"),
+        overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
+        training=config["training"],
+        slides=SLIDE_IDS,
     script:
         "../workflow/scripts/train_slide.py"
 
@@ -57,23 +57,23 @@ rule train_patient:
         checkpoint=f"{R}/patient/{{model}}/fold_{{fold}}/checkpoint.pt",
         train_log=f"{R}/patient/{{model}}/fold_{{fold}}/train_log.csv",
         predictions=f"{R}/patient/{{model}}/fold_{{fold}}/predictions.csv",
+    log:
+        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
+    benchmark:
+        f"{BENCH}/patient/{{model}}/fold_{{fold}}.tsv"
     wildcard_constraints:
         model="|".join(m for m in ["hmf_patient", "meanpool", "maxpool", "sumpool", "minpool", "attnpool"]),
+    conda:
+        "../envs/hmf.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, input: train_patient_mem_mb(input.embeddings),
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
         overrides=lambda wc: config["models"]["patient_params"].get(wc.model, {}),
         training=config["training"],
-    resources:
-        gpu=1,
-        mem_mb=lambda wc, input: train_patient_mem_mb(input.embeddings),
-    threads: 1
-    log:
-        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
-    benchmark:
-        f"{BENCH}/patient/{{model}}/fold_{{fold}}.tsv"
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/train_patient.py"
 
@@ -87,15 +87,15 @@ rule aggregate_patient:
         slide_predictions=f"{R}/slide/{PATIENT_SOURCE}/fold_{{fold}}/predictions.csv",
     output:
         predictions=f"{R}/patient/{{model}}/fold_{{fold}}/predictions.csv",
+    log:
+        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
     wildcard_constraints:
         model="pn_rule|mean_prob",
+    conda:
+        "../envs/hmf.yaml"
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
-    log:
-        f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
-    conda:
-        "../envs/hmf.yaml"
     script:
         "../workflow/scripts/aggregate_patient.py"
 
@@ -107,13 +107,13 @@ rule inner_splits:
         split=f"{R}/splits/fold_{{fold}}.csv",
     output:
         [f"{R}/splits/fold_{{fold}}/inner_{j}.csv" for j in INNER_FOLDS],
-    params:
-        val_fraction=config["splits"]["val_fraction"],
-        seed=config["splits"]["seed"],
     log:
         f"{LOGS}/splits/fold_{{fold}}_inner.log",
     conda:
         "../envs/hmf.yaml"
+    params:
+        val_fraction=config["splits"]["val_fraction"],
+        seed=config["splits"]["seed"],
     script:
         "../workflow/scripts/inner_splits.py"
 

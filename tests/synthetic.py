@@ -40,8 +40,17 @@ def make_cohort(root: Path, n_patients: int = 10, dim: int = 16, seed: int = 0, 
             with h5py.File(feats_dir / "h5_files" / f"{slide}.h5", "w") as fh:
                 fh["features"] = features
                 fh["coords"] = coords
-            rows.append({"slide_id": slide, "patient_id": patient, "path": f"{slide}.tif", "slide_label": label,
-                         "patient_label": pn_stage(nodes), "node": node, "mpp": ""})
+            rows.append(
+                {
+                    "slide_id": slide,
+                    "patient_id": patient,
+                    "path": f"{slide}.tif",
+                    "slide_label": label,
+                    "patient_label": pn_stage(nodes),
+                    "node": node,
+                    "mpp": "",
+                }
+            )
     sheet = pd.DataFrame(rows)
     sheet_csv = root / "sample_sheet.csv"
     sheet.to_csv(sheet_csv, index=False)
@@ -52,9 +61,14 @@ def make_cohort(root: Path, n_patients: int = 10, dim: int = 16, seed: int = 0, 
     split_csv = root / "fold_0.csv"
     pd.DataFrame({"patient_id": list(splits), "split": list(splits.values())}).to_csv(split_csv, index=False)
     text = torch.randn(3 * len(CAMELYON17_SLIDE), 24)
-    bank = {"prompts": [f"description {i}" for i in range(len(text))],
-            "classes": [c for c in CAMELYON17_SLIDE for _ in range(3)],
-            "class_names": list(CAMELYON17_SLIDE), "embeddings": text, "encoder": "random", "dim": 24}
+    bank = {
+        "prompts": [f"description {i}" for i in range(len(text))],
+        "classes": [c for c in CAMELYON17_SLIDE for _ in range(3)],
+        "class_names": list(CAMELYON17_SLIDE),
+        "embeddings": text,
+        "encoder": "random",
+        "dim": 24,
+    }
     bank_path = root / "text_bank.pt"
     torch.save(bank, bank_path)
     return {"sheet": sheet_csv, "split": split_csv, "features": feats_dir, "text": bank_path, "frame": sheet}

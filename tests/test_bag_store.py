@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_cohort
 
 from hmf.features.io import FeatureFileError, check_feature_folder, describe
 from hmf.tasks import get_task
 from hmf.training import loop, standardise
 from hmf.training.bags import BagStore, scan_slides
 from hmf.training.slide import SlideOutputs, train_slide_fold
-from synthetic import make_cohort
 
 TASK = get_task("camelyon17")
 FAST = {"max_epochs": 2, "patience": 10, "seed": 1}
@@ -69,7 +69,9 @@ def test_bags_are_read_when_needed_and_the_cache_is_bounded(tmp_path):
 def test_streamed_standardisation_equals_the_in_memory_one(tmp_path):
     ids = [f"s{i}" for i in range(4)]
     files = {s: tmp_path / f"{s}.h5" for s in ids}
-    raw = [torch.from_numpy(_write_h5(files[s], n, 32, seed=i)) for i, (s, n) in enumerate(zip(ids, (5, 20000, 300, 9000)))]
+    raw = [
+        torch.from_numpy(_write_h5(files[s], n, 32, seed=i)) for i, (s, n) in enumerate(zip(ids, (5, 20000, 300, 9000)))
+    ]
     store = BagStore(scan_slides(_sheet(ids), files))
     mean, std = store.fit_standardisation(ids[:3])
     stacked = torch.cat([r.double() for r in raw[:3]])
@@ -117,7 +119,9 @@ def cohort(tmp_path_factory):
 
 
 def _outputs(folder: Path) -> SlideOutputs:
-    return SlideOutputs(*(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt")))
+    return SlideOutputs(
+        *(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt"))
+    )
 
 
 def test_training_from_pt_files_matches_h5(cohort, tmp_path):
@@ -131,8 +135,15 @@ def test_training_from_pt_files_matches_h5(cohort, tmp_path):
         files[h5.stem] = pt_dir / f"{h5.stem}.pt"
     a, b = _outputs(tmp_path / "a"), _outputs(tmp_path / "b")
     for out, feature_files in ((a, cohort["features"]), (b, files)):
-        train_slide_fold("abmil", TASK, str(cohort["sheet"]), str(cohort["split"]), feature_files, out,
-                         training={**FAST, "cache_mb": 0})
+        train_slide_fold(
+            "abmil",
+            TASK,
+            str(cohort["sheet"]),
+            str(cohort["split"]),
+            feature_files,
+            out,
+            training={**FAST, "cache_mb": 0},
+        )
     assert Path(a.predictions).read_bytes() == Path(b.predictions).read_bytes()
 
 
@@ -155,9 +166,17 @@ def test_resume_state_is_tied_to_the_inputs(cohort, tmp_path, monkeypatch):
     def run(sheet_frame, name):
         sheet_csv = tmp_path / f"{name}.csv"
         sheet_frame.to_csv(sheet_csv, index=False)
-        train_slide_fold("hmf", TASK, str(sheet_csv), str(cohort["split"]), work / "features",
-                         _outputs(tmp_path / name), overrides={"model": {"dim": 32, "embed_dim": 64}},
-                         training=FAST, text_bank=str(cohort["text"]))
+        train_slide_fold(
+            "hmf",
+            TASK,
+            str(sheet_csv),
+            str(cohort["split"]),
+            work / "features",
+            _outputs(tmp_path / name),
+            overrides={"model": {"dim": 32, "embed_dim": 64}},
+            training=FAST,
+            text_bank=str(cohort["text"]),
+        )
 
     run(sheet, "first")
     run(sheet, "same")

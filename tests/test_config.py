@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hmf.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema" / "config.schema.yaml")
-CONFIGS = [*sorted((ROOT / "config").glob("*.yaml")), *sorted((ROOT / "config" / "examples").glob("*.yaml")),
-           *sorted((ROOT / "tests" / "configs").glob("*.yaml"))]
+CONFIGS = [
+    *sorted((ROOT / "config").glob("*.yaml")),
+    *sorted((ROOT / "config" / "examples").glob("*.yaml")),
+    *sorted((ROOT / "tests" / "configs").glob("*.yaml")),
+]
 
 
 def _load(path: Path) -> dict:
@@ -93,8 +97,10 @@ def test_accepted_model_params_read_without_torch_match_the_registry():
     import subprocess
     import sys
 
-    code = ("import sys; from hmf.config import accepted_model_params; t = accepted_model_params(); "
-            "print(sorted(t['slide']), 'torch' in sys.modules)")
+    code = (
+        "import sys; from hmf.config import accepted_model_params; t = accepted_model_params(); "
+        "print(sorted(t['slide']), 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'hmf'" in out and out.strip().endswith("False")  # no torch import at parse time
     from hmf.config import _accepted_from_registry, _accepted_from_source
@@ -105,10 +111,15 @@ def test_accepted_model_params_read_without_torch_match_the_registry():
 def test_model_params_checked_by_name():
     from hmf.config import check_model_params
 
-    check_model_params({"models": {"slide_params": {"hmf": {"model": {"dim": 64}, "optimizer": {"lr": 1e-4},
-                                                            "epochs": 3}}}})
-    bad = {"models": {"slide_params": {"abmil": {"model": {"hiden": 8}, "optimizer": {"learning_rate": 1}}},
-                      "patient_params": {"hmf_patient": {"model": 3}}}}
+    check_model_params(
+        {"models": {"slide_params": {"hmf": {"model": {"dim": 64}, "optimizer": {"lr": 1e-4}, "epochs": 3}}}}
+    )
+    bad = {
+        "models": {
+            "slide_params": {"abmil": {"model": {"hiden": 8}, "optimizer": {"learning_rate": 1}}},
+            "patient_params": {"hmf_patient": {"model": 3}},
+        }
+    }
     with pytest.raises(ConfigError) as err:
         check_model_params(bad)
     message = str(err.value)

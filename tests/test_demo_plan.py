@@ -13,9 +13,9 @@ import pytest
 from hmf.demo.plan import (
     CAMELYON17_SLIDE_COUNTS,
     CAMELYON17_STAGE_COUNTS,
-    DemoConfigError,
     ITC_MAX_UM,
     MICRO_MAX_UM,
+    DemoConfigError,
     plan_cohort,
     planned_sample_sheet,
     size_label,
@@ -130,8 +130,16 @@ def test_tcga_cohort():
 
 
 def test_planned_sample_sheet(tmp_path):
-    sheet = planned_sample_sheet({"enabled": True, "kind": "camelyon17", "n_patients": 25, "seed": 17,
-                                  "base_mpp": None, "slide_dir": str(tmp_path)})
+    sheet = planned_sample_sheet(
+        {
+            "enabled": True,
+            "kind": "camelyon17",
+            "n_patients": 25,
+            "seed": 17,
+            "base_mpp": None,
+            "slide_dir": str(tmp_path),
+        }
+    )
     assert list(sheet.columns) == ["slide_id", "patient_id", "path", "slide_label", "patient_label", "node", "mpp"]
     assert len(sheet) == 125 and sheet["slide_id"].is_monotonic_increasing
     assert sheet["path"].iloc[0] == str(tmp_path / "patient_000_node_0.tif")
@@ -142,14 +150,17 @@ def test_planned_sample_sheet(tmp_path):
     assert (tcga["patient_id"] == tcga["slide_id"].str[:12]).all()
 
 
-@pytest.mark.parametrize("cfg, key", [
-    ({"kind": "camelyon16", "n_patients": 5, "seed": 1}, "demo.kind"),
-    ({"kind": "camelyon17", "n_patients": 0, "seed": 1}, "demo.n_patients"),
-    ({"kind": "camelyon17", "n_patients": 5, "seed": "x"}, "demo.seed"),
-    ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "base_mpp": -1}, "demo.base_mpp"),
-    ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "patients": 5}, "patients"),
-    ({"kind": "camelyon17", "seed": 1}, "demo.n_patients"),
-])
+@pytest.mark.parametrize(
+    "cfg, key",
+    [
+        ({"kind": "camelyon16", "n_patients": 5, "seed": 1}, "demo.kind"),
+        ({"kind": "camelyon17", "n_patients": 0, "seed": 1}, "demo.n_patients"),
+        ({"kind": "camelyon17", "n_patients": 5, "seed": "x"}, "demo.seed"),
+        ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "base_mpp": -1}, "demo.base_mpp"),
+        ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "patients": 5}, "patients"),
+        ({"kind": "camelyon17", "seed": 1}, "demo.n_patients"),
+    ],
+)
 def test_bad_config_names_the_key(cfg, key):
     with pytest.raises(DemoConfigError, match=re.escape(key)):
         planned_sample_sheet({**cfg, "slide_dir": "slides"})
@@ -158,7 +169,9 @@ def test_bad_config_names_the_key(cfg, key):
 
 
 def test_planning_imports_no_pixel_or_deep_learning_libraries():
-    code = ("import sys, hmf.demo.plan as p; p.planned_sample_sheet({'kind': 'camelyon17', 'n_patients': 5, "
-            "'seed': 1, 'slide_dir': 's'}); print(sorted({'torch', 'cv2', 'openslide', 'tifffile'} & set(sys.modules)))")
+    code = (
+        "import sys, hmf.demo.plan as p; p.planned_sample_sheet({'kind': 'camelyon17', 'n_patients': 5, "
+        "'seed': 1, 'slide_dir': 's'}); print(sorted({'torch', 'cv2', 'openslide', 'tifffile'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

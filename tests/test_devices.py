@@ -51,8 +51,13 @@ def fake_env(monkeypatch, tmp_path):
 
 
 def _spawn(args, env):
-    return subprocess.Popen([sys.executable, "-c", WORKER, *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_three_processes_share_two_gpus_without_overlap(fake_env, tmp_path):
@@ -71,8 +76,9 @@ def test_three_processes_share_two_gpus_without_overlap(fake_env, tmp_path):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         logs.append(err)
-    runs = sorted((json.loads(out.read_text()) | {"log": log} for out, log in zip(outs, logs)),
-                  key=lambda r: r["acquired"])
+    runs = sorted(
+        (json.loads(out.read_text()) | {"log": log} for out, log in zip(outs, logs)), key=lambda r: r["acquired"]
+    )
     first, second, third = runs
 
     assert all(r["simulated"] for r in runs)
@@ -140,10 +146,16 @@ def test_lock_is_dropped_when_holder_is_killed(fake_env, monkeypatch):
     monkeypatch.setenv("HMF_FAKE_GPUS", "1")
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from hmf.devices import claim_device\n"
-         "c = claim_device(); print(c.device, flush=True); time.sleep(120)"],
-        env=env, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from hmf.devices import claim_device\n"
+            "c = claim_device(); print(c.device, flush=True); time.sleep(120)",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "cuda:0"
         with pytest.raises(DeviceClaimTimeout):
@@ -181,15 +193,34 @@ def test_local_gpu_profile_runs_two_gpu_jobs_at_once_on_different_cards(tmp_path
     workdir = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    env.update(HMF_FAKE_GPUS="2", HMF_GPU_LOCK_DIR=str(tmp_path / "locks"),
-               PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),
-               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    env.update(
+        HMF_FAKE_GPUS="2",
+        HMF_GPU_LOCK_DIR=str(tmp_path / "locks"),
+        PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),
+        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+    )
     # --cores 6 leaves room for three 2-thread jobs: only the profile's gpu cap limits them to two.
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(root / "tests/slurm/workflow/Snakefile"),
-         "--directory", str(workdir), "--workflow-profile", str(root / "profiles/local-gpu"),
-         "--cores", "6", "--config", "hold_s=2"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(root / "tests/slurm/workflow/Snakefile"),
+            "--directory",
+            str(workdir),
+            "--workflow-profile",
+            str(root / "profiles/local-gpu"),
+            "--cores",
+            "6",
+            "--config",
+            "hold_s=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     jobs = json.loads((workdir / "summary.json").read_text())["jobs"]
     assert len(jobs) == 3 and all(j["env"]["SLURM_JOB_ID"] is None for j in jobs)
@@ -201,7 +232,7 @@ def test_local_gpu_profile_runs_two_gpu_jobs_at_once_on_different_cards(tmp_path
         peak = max(peak, running)
     assert peak == 2, [(j["started"], j["finished"]) for j in jobs]
     for i, a in enumerate(jobs):
-        for b in jobs[i + 1:]:
+        for b in jobs[i + 1 :]:
             if a["started"] < b["finished"] and b["started"] < a["finished"]:
                 assert a["device"] != b["device"], (a, b)
 
@@ -336,27 +367,62 @@ def test_encode_text_asks_for_a_gpu_and_claims_it(tmp_path):
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "Snakefile").write_text(
         'from hmf.tasks import get_task\nconfigfile: "config.yaml"\nR = "results/t"\nLOGS = "logs/t"\n'
-        f'TASK = get_task(config["task"])\ninclude: "{root}/rules/text.smk"\n')
+        f'TASK = get_task(config["task"])\ninclude: "{root}/rules/text.smk"\n'
+    )
     (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": "auto"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    env.update(HMF_FAKE_GPUS="1", HMF_GPU_LOCK_DIR=str(tmp_path / "locks"), HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+        HMF_FAKE_GPUS="1",
+        HMF_GPU_LOCK_DIR=str(tmp_path / "locks"),
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+
     def dry_run_resources(device: str) -> str:
         (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": device}}))
         dry = subprocess.run(
-            [sys.executable, "-m", "snakemake", "--cores", "1", "-n", "--directory", str(tmp_path), "--snakefile",
-             str(tmp_path / "Snakefile"), "results/t/text/tcga_brca/minilm.pt"],
-            env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--cores",
+                "1",
+                "-n",
+                "--directory",
+                str(tmp_path),
+                "--snakefile",
+                str(tmp_path / "Snakefile"),
+                "results/t/text/tcga_brca/minilm.pt",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert dry.returncode == 0, dry.stderr[-3000:]
         return dry.stdout.split("rule encode_text:")[1].split("resources:")[1].splitlines()[0]
 
     assert "gpu=0" in dry_run_resources("cpu")
     assert "gpu=1" in dry_run_resources("auto")
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path), "--snakefile",
-         str(tmp_path / "Snakefile"), "results/t/text/tcga_brca/minilm.pt"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "1",
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(tmp_path / "Snakefile"),
+            "results/t/text/tcga_brca/minilm.pt",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (tmp_path / "logs/t/encode_text/tcga_brca/minilm.log").read_text()
     assert "claimed cuda:0 (physical GPU 0, simulated" in log and "released cuda:0" in log

@@ -10,8 +10,13 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from hmf.evaluation.bootstrap import (draw_resamples, paired_comparison, pool_predictions, pooled_summary,
-                                      resampled_scores, two_sided_p)
+from hmf.evaluation.bootstrap import (
+    draw_resamples,
+    paired_comparison,
+    pool_predictions,
+    pooled_summary,
+    two_sided_p,
+)
 from hmf.evaluation.metrics import compute_metrics, evaluate_fold, scores, weighted_auc
 from hmf.evaluation.predictions import read_predictions, write_predictions
 from hmf.evaluation.tables import write_level_comparison, write_level_table
@@ -62,13 +67,21 @@ def test_resampled_scores_equal_sklearn_on_the_duplicated_rows():
         t, p, pr = truth[rows], pred[rows], probs[rows]
         assert got["accuracy"][b] == pytest.approx(skm.accuracy_score(t, p))
         assert got["balanced_accuracy"][b] == pytest.approx(skm.balanced_accuracy_score(t, p))
-        for key, average in (("precision_macro", skm.precision_score), ("recall_macro", skm.recall_score),
-                             ("f1_macro", skm.f1_score)):
+        for key, average in (
+            ("precision_macro", skm.precision_score),
+            ("recall_macro", skm.recall_score),
+            ("f1_macro", skm.f1_score),
+        ):
             assert got[key][b] == pytest.approx(average(t, p, labels=labels, average="macro", zero_division=0))
-        assert got["f1_weighted"][b] == pytest.approx(skm.f1_score(t, p, labels=labels, average="weighted",
-                                                                   zero_division=0))
-        assert got["kappa_quadratic"][b] == pytest.approx(skm.cohen_kappa_score(t, p, weights="quadratic", labels=labels))
-        assert got["auc"][b] == pytest.approx(skm.roc_auc_score(t, pr, multi_class="ovr", average="macro", labels=labels))
+        assert got["f1_weighted"][b] == pytest.approx(
+            skm.f1_score(t, p, labels=labels, average="weighted", zero_division=0)
+        )
+        assert got["kappa_quadratic"][b] == pytest.approx(
+            skm.cohen_kappa_score(t, p, weights="quadratic", labels=labels)
+        )
+        assert got["auc"][b] == pytest.approx(
+            skm.roc_auc_score(t, pr, multi_class="ovr", average="macro", labels=labels)
+        )
 
 
 def test_weighted_auc_matches_sklearn_sample_weights_with_ties():
@@ -78,7 +91,7 @@ def test_weighted_auc_matches_sklearn_sample_weights_with_ties():
     weights = rng.integers(0, 4, size=(3, 40)).astype(float)
     for b in range(3):
         expected = skm.roc_auc_score(positive, score, sample_weight=weights[b])
-        assert weighted_auc(score, positive, weights[b:b + 1])[0] == pytest.approx(expected)
+        assert weighted_auc(score, positive, weights[b : b + 1])[0] == pytest.approx(expected)
     assert np.isnan(weighted_auc(score, np.zeros(40, bool), weights[:1])[0])
 
 
@@ -195,14 +208,35 @@ def test_level_table_and_comparison_files(tmp_path, cohort):
     assert saved["left_out"] == {"n": 1, "ids": ["s999"], "reason": saved["left_out"]["reason"]}
     assert "without patches" in saved["left_out"]["reason"]
     for slide, patient in {**patient_of, "s999": "p999"}.items():
-        sheet_rows.append({"slide_id": slide, "patient_id": patient, "path": f"{slide}.tif", "slide_label": "negative",
-                           "patient_label": "pN0", "node": "", "mpp": ""})
+        sheet_rows.append(
+            {
+                "slide_id": slide,
+                "patient_id": patient,
+                "path": f"{slide}.tif",
+                "slide_label": "negative",
+                "patient_label": "pN0",
+                "node": "",
+                "mpp": "",
+            }
+        )
     sheet = tmp_path / "sheet.csv"
     pd.DataFrame(sheet_rows).to_csv(sheet, index=False)
     out = tmp_path / "tables"
     boot = {"resamples": 300, "seed": 0}
-    summary = write_level_table(metrics, preds, sheet, "slide", CLASSES, True, out / "slide.csv", out / "slide.md",
-                                out / "slide.png", "demo: slide level", boot, notes=["An extra note."])
+    summary = write_level_table(
+        metrics,
+        preds,
+        sheet,
+        "slide",
+        CLASSES,
+        True,
+        out / "slide.csv",
+        out / "slide.md",
+        out / "slide.png",
+        "demo: slide level",
+        boot,
+        notes=["An extra note."],
+    )
     csv = pd.read_csv(out / "slide.csv", keep_default_na=False, na_values=[""]).set_index("model")
     assert csv.loc["hmf", "n"] == len(truth) and csv.loc["hmf", "left_out"] == 1
     assert csv.loc["hmf", "accuracy_ci_low"] < csv.loc["hmf", "accuracy_pooled"] < csv.loc["hmf", "accuracy_ci_high"]
@@ -217,8 +251,19 @@ def test_level_table_and_comparison_files(tmp_path, cohort):
     assert (out / "slide.png").read_bytes().startswith(b"\x89PNG")
     assert summary.attrs["notes"]
 
-    rows = write_level_comparison(preds, sheet, "slide", CLASSES, True, "hmf", out / "c.csv", out / "c.md",
-                                  out / "c.png", "demo: comparison", boot)
+    rows = write_level_comparison(
+        preds,
+        sheet,
+        "slide",
+        CLASSES,
+        True,
+        "hmf",
+        out / "c.csv",
+        out / "c.md",
+        out / "c.png",
+        "demo: comparison",
+        boot,
+    )
     assert set(rows["model"]) == {"meanpool", "pn_like"}
     pn_auc = rows[(rows.model == "pn_like") & (rows.metric == "auc")].iloc[0]
     assert np.isnan(pn_auc["difference"]) and np.isnan(pn_auc["p_value"])

@@ -40,8 +40,7 @@ def paths(tmp_path):
             for k, (acc, auc) in enumerate([(0.6, 0.7), (0.7, None), (0.8, 0.9)])
         ],
         "hmf": [
-            metrics_file(tmp_path / "hmf" / f"fold_{k}.json", acc, 0.95)
-            for k, acc in enumerate([0.90, 0.85, 0.80])
+            metrics_file(tmp_path / "hmf" / f"fold_{k}.json", acc, 0.95) for k, acc in enumerate([0.90, 0.85, 0.80])
         ],
         "maxpool": [metrics_file(tmp_path / "maxpool" / "fold_0.json", 0.55, 0.6)],
     }
@@ -111,7 +110,9 @@ def test_tables_from_real_fold_evaluations(tmp_path):
             truth = np.tile([0, 1, 2], 4)
             base = tmp_path / model / f"fold_{fold}"
             write_predictions([f"s{i:02d}" for i in range(12)], truth, probs, ["x", "y", "z"], base / "predictions.csv")
-            evaluate_fold(base / "predictions.csv", base / "metrics.json", base / "confusion.png", ["x", "y", "z"], ordinal=True)
+            evaluate_fold(
+                base / "predictions.csv", base / "metrics.json", base / "confusion.png", ["x", "y", "z"], ordinal=True
+            )
             metrics[model].append(base / "metrics.json")
     summary = build_tables(metrics, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.png", "Patient level")
     folds = [json.loads(p.read_text())["kappa_quadratic"] for p in metrics["hmf"]]

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hmf.features.encoders import (RESNET50_IMAGENET_FILE, EncoderError, EncoderSettings, build_encoder,
-                                   register_encoder)
+from hmf.features.encoders import RESNET50_IMAGENET_FILE, EncoderError, EncoderSettings, build_encoder, register_encoder
 from hmf.features.extract import FeaturesConfigError, extract_features, resolve_device, resolve_features
 from hmf.features.io import feature_dim, read_features
 from hmf.wsi.patching import read_coords, write_coords
@@ -104,8 +103,13 @@ def test_split_preprocessing_equals_torchvision_per_image_transform(aperio_slide
     from hmf.wsi.slide import open_slide
 
     encoder = build_encoder(EncoderSettings(weights="random"))
-    reference = transforms.Compose([transforms.Resize(224), transforms.ToTensor(),
-                                    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    reference = transforms.Compose(
+        [
+            transforms.Resize(224),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     coords, _ = read_coords(coords_subset)
     slide, raw = open_slide(aperio_slide), openslide.OpenSlide(str(aperio_slide))
     pixels, expected = [], []
@@ -129,9 +133,18 @@ def test_split_preprocessing_equals_torchvision_per_image_transform(aperio_slide
 def test_registry_accepts_a_user_encoder():
     from hmf.features.encoders import Encoder
 
-    register_encoder("tiny_test", lambda s: Encoder("tiny_test", torch.nn.Sequential(
-        torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
-        5, "random", 32, (0.5,) * 3, (0.5,) * 3))
+    register_encoder(
+        "tiny_test",
+        lambda s: Encoder(
+            "tiny_test",
+            torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
+            5,
+            "random",
+            32,
+            (0.5,) * 3,
+            (0.5,) * 3,
+        ),
+    )
     assert build_encoder(EncoderSettings(encoder="tiny_test")).dim == 5
 
 
@@ -173,9 +186,15 @@ def test_extraction_outputs_are_finite_complete_and_reproducible(aperio_slide, c
     outs = []
     for run, workers in enumerate((1, 0)):  # a reader process, then reads in the CPU streams
         h5, pt = tmp_path / f"h5_{run}" / "cmu.h5", tmp_path / f"pt_{run}" / "cmu.pt"
-        stats = extract_features(aperio_slide, coords_subset, h5, pt,
-                                 {"weights": "random", "device": "cpu", "num_workers": workers, "batch_size": 4},
-                                 slide_id="cmu", stats_json=tmp_path / f"stats_{run}.json")
+        stats = extract_features(
+            aperio_slide,
+            coords_subset,
+            h5,
+            pt,
+            {"weights": "random", "device": "cpu", "num_workers": workers, "batch_size": 4},
+            slide_id="cmu",
+            stats_json=tmp_path / f"stats_{run}.json",
+        )
         outs.append((h5, pt))
         assert stats["n_patches"] == 6 and stats["dim"] == 1024
     (h5a, pta), (h5b, ptb) = outs
@@ -195,8 +214,13 @@ def test_extraction_outputs_are_finite_complete_and_reproducible(aperio_slide, c
 def test_slide_without_patches_gets_empty_feature_files(aperio_slide, coords_subset, tmp_path):
     _, attrs = read_coords(coords_subset)
     write_coords(tmp_path / "empty.h5", np.zeros((0, 2), np.int64), attrs)
-    extract_features(aperio_slide, tmp_path / "empty.h5", tmp_path / "f.h5", tmp_path / "f.pt",
-                     {"weights": "random", "device": "cpu"})
+    extract_features(
+        aperio_slide,
+        tmp_path / "empty.h5",
+        tmp_path / "f.h5",
+        tmp_path / "f.pt",
+        {"weights": "random", "device": "cpu"},
+    )
     features, coords = read_features(tmp_path / "f.h5")
     assert features.shape == (0, 1024) and coords.shape == (0, 2)
     assert torch.load(tmp_path / "f.pt", weights_only=True).shape == (0, 1024)
@@ -250,8 +274,9 @@ def test_cpu_streams_return_every_batch_in_order(source, aperio_slide, tumour_im
     dataset = PatchDataset(slide, coords, 0, 256, encoder.pixels)
     cpu, seen = torch.device("cpu"), []
     one = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=1, cpu_optimize="none"))
-    three = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=3, cpu_optimize="none"),
-                           on_batch=seen.append)
+    three = encode_patches(
+        encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=3, cpu_optimize="none"), on_batch=seen.append
+    )
     assert seen == [2, 4, 6]
     assert torch.equal(one, three)
     with torch.inference_mode():  # and each row is its own patch's features
@@ -269,9 +294,14 @@ def test_region_read_failing_in_a_stream_names_the_slide(aperio_slide, coords_su
     damaged.write_bytes(bytes(data))
     out = tmp_path / "h5_files" / "damaged.h5"
     with pytest.raises(SlideError, match=r"slide damaged: reading .* failed"):
-        extract_features(damaged, coords_subset, out, tmp_path / "pt_files" / "damaged.pt",
-                         {"weights": "random", "device": "cpu", "batch_size": 2, "cpu_streams": 2},
-                         slide_id="damaged")
+        extract_features(
+            damaged,
+            coords_subset,
+            out,
+            tmp_path / "pt_files" / "damaged.pt",
+            {"weights": "random", "device": "cpu", "batch_size": 2, "cpu_streams": 2},
+            slide_id="damaged",
+        )
     assert not out.exists() and not (tmp_path / "pt_files" / "damaged.pt").exists()
 
 
@@ -290,6 +320,7 @@ def test_every_schema_default_is_accepted():
 
 # -- precision ------------------------------------------------------------------------------
 
+
 def _has_cpu_bf16() -> bool:
     from hmf.features.extract import bf16_unsupported
 
@@ -303,8 +334,7 @@ def test_precision_setting_is_validated():
         resolve_features({"precision": "fp16"})
 
 
-def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide, coords_subset, tmp_path,
-                                                                     monkeypatch):
+def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide, coords_subset, tmp_path, monkeypatch):
     from hmf.features import extract
 
     monkeypatch.setattr(extract, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
@@ -315,11 +345,23 @@ def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide
         extract.resolve_precision("bf16", cpu)
     out = tmp_path / "h5_files" / "cmu.h5"
     with pytest.raises(FeaturesConfigError, match="features.precision=bf16"):
-        extract_features(aperio_slide, coords_subset, out, tmp_path / "pt_files" / "cmu.pt",
-                         {"weights": "random", "device": "cpu", "precision": "bf16"}, slide_id="cmu")
+        extract_features(
+            aperio_slide,
+            coords_subset,
+            out,
+            tmp_path / "pt_files" / "cmu.pt",
+            {"weights": "random", "device": "cpu", "precision": "bf16"},
+            slide_id="cmu",
+        )
     assert not out.exists()
-    stats = extract_features(aperio_slide, coords_subset, out, tmp_path / "pt_files" / "cmu.pt",
-                             {"weights": "random", "device": "cpu", "precision": "auto"}, slide_id="cmu")
+    stats = extract_features(
+        aperio_slide,
+        coords_subset,
+        out,
+        tmp_path / "pt_files" / "cmu.pt",
+        {"weights": "random", "device": "cpu", "precision": "auto"},
+        slide_id="cmu",
+    )
     assert stats["precision"] == "fp32"
     monkeypatch.setattr(extract, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert extract.resolve_precision("auto", cpu) == "bf16"
@@ -342,12 +384,21 @@ def test_bf16_features_stay_within_cosine_of_fp32_on_the_real_slide(aperio_slide
     write_coords(tmp_path / "p.h5", coords[:24], attrs)
     base = {"weights": "random", "device": "cpu", "cpu_streams": 2}
     feats = {}
-    for name, extra in {"fp32": {}, "bf16": {"precision": "bf16"},
-                        "bf16_jit": {"precision": "bf16", "cpu_optimize": "jit"}}.items():
+    for name, extra in {
+        "fp32": {},
+        "bf16": {"precision": "bf16"},
+        "bf16_jit": {"precision": "bf16", "cpu_optimize": "jit"},
+    }.items():
         folder = tmp_path / name
-        stats = extract_features(aperio_slide, tmp_path / "p.h5", folder / "h5_files" / "cmu.h5",
-                                 folder / "pt_files" / "cmu.pt", {**base, **extra}, slide_id="cmu",
-                                 stats_json=folder / "stats.json")
+        stats = extract_features(
+            aperio_slide,
+            tmp_path / "p.h5",
+            folder / "h5_files" / "cmu.h5",
+            folder / "pt_files" / "cmu.pt",
+            {**base, **extra},
+            slide_id="cmu",
+            stats_json=folder / "stats.json",
+        )
         feats[name] = read_features(folder / "h5_files" / "cmu.h5")[0]
         assert feats[name].dtype == torch.float32 and feats[name].shape == (24, 1024)
         expected = "fp32" if name == "fp32" else "bf16"
@@ -417,19 +468,30 @@ def test_extraction_holds_the_features_once(aperio_slide, coords_subset, tmp_pat
     import subprocess
     from pathlib import Path
 
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin:/bin",
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(aperio_slide), str(coords_subset), str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    env = {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "PATH": "/usr/bin:/bin",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(aperio_slide), str(coords_subset), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak = json.loads(proc.stdout.strip().splitlines()[-1])
     grown = peak["after"] - peak["before"]
     # One copy and the streams' batches (a second copy would make it 2x and more).
-    assert grown < 1.5 * peak["features"], f"peak grew by {grown / 2**20:.0f} MiB for {peak['features'] / 2**20:.0f} MiB"
+    assert grown < 1.5 * peak["features"], (
+        f"peak grew by {grown / 2**20:.0f} MiB for {peak['features'] / 2**20:.0f} MiB"
+    )
     assert read_features(tmp_path / "f.h5")[0].shape == (2048, 65536)
 
 
 # -- threads of a job -----------------------------------------------------------------------
+
 
 def test_extraction_threads_follow_the_patch_count(tmp_path):
     from hmf.features.threads import PATCHES_PER_THREAD, extraction_threads, patch_count
@@ -438,8 +500,11 @@ def test_extraction_threads_follow_the_patch_count(tmp_path):
         write_coords(tmp_path / f"{name}.h5", np.zeros((n, 2), np.int64), {"patch_size": 256, "patch_level": 0})
         return tmp_path / f"{name}.h5"
 
-    small, large, empty = (coords_file("small", PATCHES_PER_THREAD), coords_file("large", 4 * PATCHES_PER_THREAD),
-                           coords_file("e", 0))
+    small, large, empty = (
+        coords_file("small", PATCHES_PER_THREAD),
+        coords_file("large", 4 * PATCHES_PER_THREAD),
+        coords_file("e", 0),
+    )
     assert patch_count(small) == PATCHES_PER_THREAD and patch_count(tmp_path / "none.h5") is None
     assert extraction_threads(small, 2) == 1 and extraction_threads(empty, 8) == 1
     assert extraction_threads(coords_file("more", PATCHES_PER_THREAD + 1), 2) == 2
@@ -471,22 +536,46 @@ def test_a_large_slide_uses_every_core_and_small_slides_one_each(aperio_slide, t
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    (tmp_path / "Snakefile").write_text(WORKFLOW.format(
-        src=str(root / "src"), rules=str(root / "rules" / "preprocess.smk"),
-        helpers=str(root / "rules" / "slide_helpers.smk"),
-        slides={"cmu": str(aperio_slide), "small": str(tumour_image)}))
+    (tmp_path / "Snakefile").write_text(
+        WORKFLOW.format(
+            src=str(root / "src"),
+            rules=str(root / "rules" / "preprocess.smk"),
+            helpers=str(root / "rules" / "slide_helpers.smk"),
+            slides={"cmu": str(aperio_slide), "small": str(tumour_image)},
+        )
+    )
     (tmp_path / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 256, step_size: 256}}\n"
-        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, input_size: 32}\n")
+        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, input_size: 32}\n"
+    )
     snakemake = Path(sys.executable).parent / "snakemake"
     features = "results/t/features/resnet50_trunc/h5_files"
-    proc = subprocess.run([str(snakemake), "--cores", "2", "--configfile", "config.yaml", "--quiet", "all",
-                           "--", f"{features}/cmu.h5", f"{features}/small.h5"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(root / "src")))
+    proc = subprocess.run(
+        [
+            str(snakemake),
+            "--cores",
+            "2",
+            "--configfile",
+            "config.yaml",
+            "--quiet",
+            "all",
+            "--",
+            f"{features}/cmu.h5",
+            f"{features}/small.h5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(root / "src")),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     large_log = (tmp_path / "logs/t/extract_features/cmu.log").read_text()
     small_log = (tmp_path / "logs/t/extract_features/small.log").read_text()
-    assert read_coords(tmp_path / "results/t/patches/cmu.h5")[0].shape[0] > 32 >= \
-        read_coords(tmp_path / "results/t/patches/small.h5")[0].shape[0]
+    assert (
+        read_coords(tmp_path / "results/t/patches/cmu.h5")[0].shape[0]
+        > 32
+        >= read_coords(tmp_path / "results/t/patches/small.h5")[0].shape[0]
+    )
     assert "2 CPU stream(s) of 1 torch thread(s)" in large_log, large_log[-2000:]
     assert "1 CPU stream(s) of 1 torch thread(s)" in small_log, small_log[-2000:]

@@ -45,8 +45,19 @@ def test_sigkill_mid_extraction_then_rerun_matches_uninterrupted(aperio_slide, t
     h5, pt, log = out / "h5_files" / "cmu.h5", out / "pt_files" / "cmu.pt", tmp_path / "extract.log"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(settings=SETTINGS), str(aperio_slide), str(tmp_path / "p.h5"),
-         str(h5), str(pt), str(log)], env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            CHILD.format(settings=SETTINGS),
+            str(aperio_slide),
+            str(tmp_path / "p.h5"),
+            str(h5),
+            str(pt),
+            str(log),
+        ],
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     started = False
     while time.time() < deadline and child.poll() is None:

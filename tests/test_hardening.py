@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import copy_workflow, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,48 +68,72 @@ def _dry_run(workdir: Path, name: str, config: dict, sheet: str = GOOD_SHEET):
 LONG_ID = "s" + "1" * 239
 BAD_INPUTS = {
     "labelset-outside-results": (
-        lambda: _user_config(dataset={"task": "custom", "classes": {
-            "patient_classes": ["A", "B"], "labelset": "../../escaped"}}),
-        GOOD_SHEET, ["config key dataset.classes.labelset", "does not match"]),
+        lambda: _user_config(
+            dataset={"task": "custom", "classes": {"patient_classes": ["A", "B"], "labelset": "../../escaped"}}
+        ),
+        GOOD_SHEET,
+        ["config key dataset.classes.labelset", "does not match"],
+    ),
     "text-encoder-name-outside-results": (
         lambda: _user_config(text={"encoders": {"../../x": {"kind": "t5", "path_or_id": "m"}}}),
-        GOOD_SHEET, ["config key text.encoders", "does not match"]),
+        GOOD_SHEET,
+        ["config key text.encoders", "does not match"],
+    ),
     "duplicate-custom-classes": (
         lambda: _user_config(dataset={"task": "custom", "classes": {"patient_classes": ["A", "A"]}}),
-        GOOD_SHEET, ["config key dataset.classes.patient_classes", "non-unique"]),
+        GOOD_SHEET,
+        ["config key dataset.classes.patient_classes", "non-unique"],
+    ),
     "misspelt-model-key": (
         lambda: _user_config(models={"slide_params": {"hmf": {"model": {"dimm": 64}}}}),
-        GOOD_SHEET, ["config key models.slide_params.hmf.model.dimm: unknown key", "embed_dim"]),
+        GOOD_SHEET,
+        ["config key models.slide_params.hmf.model.dimm: unknown key", "embed_dim"],
+    ),
     "misspelt-recipe-key": (
         lambda: _user_config(models={"patient_params": {"meanpool": {"epoch": 3}}}),
-        GOOD_SHEET, ["config key models.patient_params.meanpool.epoch: unknown key"]),
+        GOOD_SHEET,
+        ["config key models.patient_params.meanpool.epoch: unknown key"],
+    ),
     "unknown-model-in-params": (
         lambda: _user_config(models={"slide_params": {"hmff": {"epochs": 3}}}),
-        GOOD_SHEET, ["config key models.slide_params.hmff: no slide model of that name"]),
+        GOOD_SHEET,
+        ["config key models.slide_params.hmff: no slide model of that name"],
+    ),
     "target-mpp-infinite": (
         lambda: _user_config(preprocessing={"patching": {"mode": "mpp", "target_mpp": float("inf")}}),
-        GOOD_SHEET, ["config key preprocessing.patching.target_mpp"]),
+        GOOD_SHEET,
+        ["config key preprocessing.patching.target_mpp"],
+    ),
     "sheet-mpp-negative": (
         _user_config,
         "slide_id,patient_id,path,patient_label,mpp\ns1,p1,slides/a.svs,IDC,-1\ns2,p2,slides/b.svs,ILC,\n",
-        ["sheet.csv line 2: mpp '-1'"]),
+        ["sheet.csv line 2: mpp '-1'"],
+    ),
     "sheet-mpp-infinite": (
         _user_config,
         "slide_id,patient_id,path,patient_label,mpp\ns1,p1,slides/a.svs,IDC,0.5\ns2,p2,slides/b.svs,ILC,inf\n",
-        ["sheet.csv line 3: mpp 'inf'"]),
+        ["sheet.csv line 3: mpp 'inf'"],
+    ),
     "slide-id-too-long": (
         _user_config,
         f"slide_id,patient_id,path,patient_label\n{LONG_ID},p1,slides/a.svs,IDC\ns2,p2,slides/b.svs,ILC\n",
-        ["sheet.csv line 2: slide_id", "240 characters long; at most 200"]),
+        ["sheet.csv line 2: slide_id", "240 characters long; at most 200"],
+    ),
     "slide-ids-differ-in-case": (
-        _user_config, "slide_id,patient_id,path,patient_label\nS1,p1,slides/a.svs,IDC\ns1,p2,slides/b.svs,ILC\n",
-        ["sheet.csv line 3: slide ids 'S1', 's1' differ only in case"]),
+        _user_config,
+        "slide_id,patient_id,path,patient_label\nS1,p1,slides/a.svs,IDC\ns1,p2,slides/b.svs,ILC\n",
+        ["sheet.csv line 3: slide ids 'S1', 's1' differ only in case"],
+    ),
     "braces-in-slide-path": (
-        _user_config, "slide_id,patient_id,path,patient_label\ns1,p1,slides/{a}.svs,IDC\ns2,p2,slides/b.svs,ILC\n",
-        ["sheet.csv line 2: slide s1: path", "contains '{' or '}'"]),
+        _user_config,
+        "slide_id,patient_id,path,patient_label\ns1,p1,slides/{a}.svs,IDC\ns2,p2,slides/b.svs,ILC\n",
+        ["sheet.csv line 2: slide s1: path", "contains '{' or '}'"],
+    ),
     "slide-path-is-a-folder": (
-        _user_config, "slide_id,patient_id,path,patient_label\ns1,p1,slides,IDC\ns2,p2,slides/b.svs,ILC\n",
-        ["sheet.csv line 2: slide s1:", "is a folder, not a slide file"]),
+        _user_config,
+        "slide_id,patient_id,path,patient_label\ns1,p1,slides,IDC\ns2,p2,slides/b.svs,ILC\n",
+        ["sheet.csv line 2: slide s1:", "is a folder, not a slide file"],
+    ),
 }
 
 
@@ -144,6 +167,7 @@ def test_api_key_pasted_as_variable_name_is_refused_without_echo(workflow_copy):
 
 # --- CSVs: ids and classes such as NA stay strings -------------------------------------------
 
+
 def test_every_read_csv_in_src_keeps_na_strings():
     """A patient or class named NA, nan or null must not become a missing value."""
     calls = []
@@ -167,8 +191,12 @@ def test_patient_and_class_called_na_survive_the_csv_round_trips(tmp_path):
     task = get_task("custom", {"patient_classes": ["NA", "null"]})
     (tmp_path / "a.svs").write_bytes(b"x")
     rows = ["slide_id,patient_id,path,patient_label"]
-    rows += [f"s{i},{p},a.svs,{label}" for i, (p, label) in enumerate(
-        [("NA", "NA"), ("nan", "null"), ("p2", "NA"), ("p3", "null"), ("p4", "NA"), ("p5", "null")])]
+    rows += [
+        f"s{i},{p},a.svs,{label}"
+        for i, (p, label) in enumerate(
+            [("NA", "NA"), ("nan", "null"), ("p2", "NA"), ("p3", "null"), ("p4", "NA"), ("p5", "null")]
+        )
+    ]
     (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
     sheet = validate_sample_sheet(load_generic(tmp_path / "sheet.csv"), task)
     write_sample_sheet(sheet, tmp_path / "out.csv")
@@ -181,12 +209,14 @@ def test_patient_and_class_called_na_survive_the_csv_round_trips(tmp_path):
     assert {"NA", "nan"} <= set(fold["patient_id"])
 
     (tmp_path / "pred.csv").write_text(
-        "id,true_label,pred_label,prob_NA,prob_null\nNA,NA,null,0.4,0.6\np2,null,NA,0.7,0.3\n")
+        "id,true_label,pred_label,prob_NA,prob_null\nNA,NA,null,0.4,0.6\np2,null,NA,0.7,0.3\n"
+    )
     predictions = read_predictions(tmp_path / "pred.csv", ["NA", "null"])
     assert list(predictions["id"]) == ["NA", "p2"] and list(predictions["true_label"]) == ["NA", "null"]
 
 
 # --- atomic outputs ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_outputs_get_the_mode_of_the_umask(tmp_path, umask, mode):
@@ -201,7 +231,7 @@ def test_outputs_get_the_mode_of_the_umask(tmp_path, umask, mode):
 
 
 def test_leftovers_are_removed_for_their_own_file_only(tmp_path):
-    from hmf.atomic import stale_parts, write_text
+    from hmf.atomic import stale_parts
 
     own = tmp_path / ".s1.abcd1234.part.h5"
     neighbour = tmp_path / ".s1.v2.efgh5678.part.h5"  # slide s1.v2, still being written
@@ -229,12 +259,15 @@ def test_a_killed_writers_leftover_is_removed_by_the_next_write(tmp_path):
 
 # --- uncaught exceptions reach the rule's log ------------------------------------------------
 
+
 def test_uncaught_exception_is_logged_with_its_traceback(tmp_path):
     log = tmp_path / "logs" / "job.log"
-    code = ("from hmf.logs import setup_logging\n"
-            f"setup_logging({str(log)!r})\n"
-            "def inner():\n    raise RuntimeError('slide s7: corrupt tile 12')\n"
-            "inner()\n")
+    code = (
+        "from hmf.logs import setup_logging\n"
+        f"setup_logging({str(log)!r})\n"
+        "def inner():\n    raise RuntimeError('slide s7: corrupt tile 12')\n"
+        "inner()\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
@@ -256,9 +289,10 @@ def test_jobs_run_the_checkouts_code_and_log_its_failures(tmp_path, aperio_slide
     assert f"hmf from {workdir.resolve() / 'src' / 'hmf'}" in log, log
 
     sheet_module = workdir / "src/hmf/data/sample_sheet.py"
-    sheet_module.write_text(sheet_module.read_text() + (
-        "\n\ndef write_sample_sheet(frame, path):\n"
-        "    raise RuntimeError('only in this checkout')\n"))
+    sheet_module.write_text(
+        sheet_module.read_text()
+        + ("\n\ndef write_sample_sheet(frame, path):\n    raise RuntimeError('only in this checkout')\n")
+    )
     (workdir / target).unlink()
     proc = run_snakemake(workdir, target, "--cores", "1", "--configfile", "user.yaml", check=False)
     assert proc.returncode != 0
@@ -271,13 +305,17 @@ def test_every_workflow_script_imports_the_checkout_first():
     for script in scripts:
         if script.name == "_checkout.py":
             continue
-        body = [line for line in script.read_text().splitlines()
-                if line.startswith(("import ", "from ")) or line.startswith("setup_logging(")]
+        body = [
+            line
+            for line in script.read_text().splitlines()
+            if line.startswith(("import ", "from ")) or line.startswith("setup_logging(")
+        ]
         assert body[0].startswith("import _checkout"), script.name
         assert any(line.startswith("setup_logging(") for line in body), script.name
 
 
 # --- the demo's wheels ------------------------------------------------------------------------
+
 
 def test_source_wheels_are_binary_only_and_hash_checked(tmp_path, monkeypatch):
     import zipfile

@@ -42,27 +42,65 @@ def setup(tmp_path, aperio_slide):
 
     model = build_slide_model("hmf", D, len(CLASSES), PARAMS, text_dim=TEXT_DIM)
     checkpoint = tmp_path / "checkpoint.pt"
-    torch.save({"model": "hmf", "state_dict": model.state_dict(), "in_dim": D, "n_classes": len(CLASSES),
-                "classes": CLASSES, "text_dim": TEXT_DIM, "params": {"model": PARAMS}}, checkpoint)
+    torch.save(
+        {
+            "model": "hmf",
+            "state_dict": model.state_dict(),
+            "in_dim": D,
+            "n_classes": len(CLASSES),
+            "classes": CLASSES,
+            "text_dim": TEXT_DIM,
+            "params": {"model": PARAMS},
+        },
+        checkpoint,
+    )
     prompts = ["a slide without tumour", "normal lymph node", "carcinoma cells", "metastatic tumour"]
     bank = tmp_path / "bank.pt"
-    torch.save({"prompts": prompts, "classes": ["negative", "negative", "tumour", "tumour"], "class_names": CLASSES,
-                "embeddings": torch.randn(len(prompts), TEXT_DIM), "encoder": "test", "dim": TEXT_DIM}, bank)
+    torch.save(
+        {
+            "prompts": prompts,
+            "classes": ["negative", "negative", "tumour", "tumour"],
+            "class_names": CLASSES,
+            "embeddings": torch.randn(len(prompts), TEXT_DIM),
+            "encoder": "test",
+            "dim": TEXT_DIM,
+        },
+        bank,
+    )
     features_h5 = tmp_path / "features.h5"
     with h5py.File(features_h5, "w") as fh:
         fh["features"] = features.numpy()
         fh["coords"] = coords
     coords_h5 = tmp_path / "coords.h5"
     write_coords(coords_h5, coords, {"patch_size": PATCH, "patch_level": 0, "downsample": np.array([1.0, 1.0])})
-    return {"checkpoint": checkpoint, "bank": bank, "features": features_h5, "coords": coords_h5,
-            "slide": aperio_slide, "coords_array": coords, "features_tensor": features, "tmp": tmp_path}
+    return {
+        "checkpoint": checkpoint,
+        "bank": bank,
+        "features": features_h5,
+        "coords": coords_h5,
+        "slide": aperio_slide,
+        "coords_array": coords,
+        "features_tensor": features,
+        "tmp": tmp_path,
+    }
 
 
 def test_heatmap_and_montage_are_drawn(setup):
     out, top = setup["tmp"] / "heat" / "s.png", setup["tmp"] / "heat" / "top" / "s.png"
-    summary = render_slide_heatmap(setup["checkpoint"], setup["features"], setup["coords"], setup["slide"], "s1",
-                                   out, top, text_bank=setup["bank"], true_label="tumour", context="fold 0, test slide",
-                                   top_k=5, thumbnail_px=400)
+    summary = render_slide_heatmap(
+        setup["checkpoint"],
+        setup["features"],
+        setup["coords"],
+        setup["slide"],
+        "s1",
+        out,
+        top,
+        text_bank=setup["bank"],
+        true_label="tumour",
+        context="fold 0, test slide",
+        top_k=5,
+        thumbnail_px=400,
+    )
     assert out.is_file() and top.is_file()
     with Image.open(out) as image:
         assert image.size == summary.heatmap_size == heatmap_figure_size(3, summary.thumbnail_shape)
@@ -111,16 +149,25 @@ def test_overlay_colours_follow_the_attention(setup, aperio_slide):
     shown[int(np.argmax(scores))] = False
     partial = overlay(thumb, coords, (PATCH, PATCH), downsample, scores, shown=shown)
     x, y = coords[int(np.argmax(scores))] + PATCH // 2
-    assert np.array_equal(partial[int(y / downsample[1]), int(x / downsample[0])],
-                          thumb[int(y / downsample[1]), int(x / downsample[0])])
+    assert np.array_equal(
+        partial[int(y / downsample[1]), int(x / downsample[0])], thumb[int(y / downsample[1]), int(x / downsample[0])]
+    )
 
 
 def test_mismatched_coordinates_are_named(setup):
     with h5py.File(setup["features"], "a") as fh:
         fh["coords"][0] = fh["coords"][0] + 1
     with pytest.raises(HeatmapError, match="features.h5.*differ"):
-        render_slide_heatmap(setup["checkpoint"], setup["features"], setup["coords"], setup["slide"], "s1",
-                             setup["tmp"] / "a.png", setup["tmp"] / "b.png", text_bank=setup["bank"])
+        render_slide_heatmap(
+            setup["checkpoint"],
+            setup["features"],
+            setup["coords"],
+            setup["slide"],
+            "s1",
+            setup["tmp"] / "a.png",
+            setup["tmp"] / "b.png",
+            text_bank=setup["bank"],
+        )
 
 
 def test_checkpoint_without_weights_is_refused(tmp_path):
@@ -137,8 +184,9 @@ def test_slide_without_patches_gets_its_thumbnail(setup):
         fh["coords"] = empty
     write_coords(setup["coords"], empty, {"patch_size": PATCH, "patch_level": 0})
     out, top = setup["tmp"] / "e.png", setup["tmp"] / "e_top.png"
-    summary = render_slide_heatmap(setup["checkpoint"], setup["features"], setup["coords"], setup["slide"], "s1",
-                                   out, top, text_bank=setup["bank"])
+    summary = render_slide_heatmap(
+        setup["checkpoint"], setup["features"], setup["coords"], setup["slide"], "s1", out, top, text_bank=setup["bank"]
+    )
     assert summary.predicted is None and summary.n_patches == 0
     with Image.open(out) as image:
         assert image.size == heatmap_figure_size(2, summary.thumbnail_shape)

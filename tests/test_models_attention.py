@@ -30,8 +30,9 @@ def test_without_dropout_it_is_exact_attention():
     q, k, v = qkv(keys=30)
     expected = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, -1) @ v
     assert torch.allclose(bounded_attention(q, k, v), expected, atol=1e-6)
-    assert torch.allclose(bounded_attention(q, k, v, scale=0.1), torch.softmax(0.1 * q @ k.transpose(-1, -2), -1) @ v,
-                          atol=1e-6)
+    assert torch.allclose(
+        bounded_attention(q, k, v, scale=0.1), torch.softmax(0.1 * q @ k.transpose(-1, -2), -1) @ v, atol=1e-6
+    )
 
 
 def test_small_matrices_keep_the_fused_call_with_dropout():

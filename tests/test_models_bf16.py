@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_cohort
 
 import hmf.features.extract as extract
 import hmf.training.slide as slide_module
 from hmf.tasks import get_task
 from hmf.training.loop import _autocast
 from hmf.training.slide import SlideOutputs, train_slide_fold
-from synthetic import make_cohort
 
 CPU = torch.device("cpu")
 # Largest difference of a predicted class probability between a fold trained and predicted in
@@ -79,10 +79,17 @@ def _train(cohort, folder, model, bf16, monkeypatch) -> pd.DataFrame:
 
     monkeypatch.setattr(slide_module, "resolve", resolve)
     out = SlideOutputs(*(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "emb.pt")))
-    train_slide_fold(model, get_task("camelyon17"), str(cohort["sheet"]), str(cohort["split"]),
-                     str(cohort["features"]), out, overrides={"model": {"dim": 64, "embed_dim": 128}} if model == "hmf"
-                     else None, training=TRAINING,
-                     text_bank=str(cohort["text"]) if model == "hmf" else None)
+    train_slide_fold(
+        model,
+        get_task("camelyon17"),
+        str(cohort["sheet"]),
+        str(cohort["split"]),
+        str(cohort["features"]),
+        out,
+        overrides={"model": {"dim": 64, "embed_dim": 128}} if model == "hmf" else None,
+        training=TRAINING,
+        text_bank=str(cohort["text"]) if model == "hmf" else None,
+    )
     return pd.read_csv(out.predictions)
 
 

@@ -60,7 +60,7 @@ def test_two_offset_fragments_keep_every_interior_8_neighbourhood():
     assert [set(r) for r in two[: first.shape[0]].tolist()] == [set(r) for r in one.tolist()]
     # No edge between the fragments (they are 1037 px apart).
     first_half = two[: first.shape[0], 1:]
-    assert ((first_half < first.shape[0])).all()
+    assert (first_half < first.shape[0]).all()
 
 
 def test_step_is_the_most_common_gap_not_the_smallest():

@@ -16,8 +16,15 @@ from hmf.models.hmf_slide import kept_count
 from hmf.models.losses import prompt_contrastive_loss
 
 D, E, C, PER_CLASS = 32, 16, 4, 3
-TINY = {"dim": 32, "embed_dim": 48, "filter_hidden": 32, "filter_attn_hidden": 16, "bca_heads": 4,
-        "encoder_heads": 4, "encoder_ff": 64}
+TINY = {
+    "dim": 32,
+    "embed_dim": 48,
+    "filter_hidden": 32,
+    "filter_attn_hidden": 16,
+    "bca_heads": 4,
+    "encoder_heads": 4,
+    "encoder_ff": 64,
+}
 
 
 def make(**params):
@@ -42,7 +49,11 @@ def test_eval_logits_do_not_depend_on_labels_or_prompt_classes():
     with torch.no_grad():
         first = model(x, None, text)["logits"]
         # Losses computed with different labels and prompt-class assignments leave no trace.
-        for label, classes in [(0, prompt_classes), (3, prompt_classes.flip(0)), (1, torch.randperm(C * PER_CLASS) % C)]:
+        for label, classes in [
+            (0, prompt_classes),
+            (3, prompt_classes.flip(0)),
+            (1, torch.randperm(C * PER_CLASS) % C),
+        ]:
             model.loss(model(x, None, text), torch.tensor(label), {"prompt_classes": classes})
         again = model(x, None, text)["logits"]
     assert torch.equal(first, again)
@@ -60,8 +71,17 @@ def test_logits_invariant_to_the_order_of_the_text_bank():
     assert torch.allclose(a["bca_attention"], b["bca_attention"], atol=1e-5)
 
 
-@pytest.mark.parametrize("n,ratio,cap,expected", [(1, 0.5, None, 1), (7, 0.5, None, 4), (10, 0.1, None, 1),
-                                                  (60, 0.5, None, 30), (60, 0.9, 20, 20), (3, 0.05, None, 1)])
+@pytest.mark.parametrize(
+    "n,ratio,cap,expected",
+    [
+        (1, 0.5, None, 1),
+        (7, 0.5, None, 4),
+        (10, 0.1, None, 1),
+        (60, 0.5, None, 30),
+        (60, 0.9, 20, 20),
+        (3, 0.05, None, 1),
+    ],
+)
 def test_filter_keeps_ceil_ratio_n_capped(n, ratio, cap, expected):
     assert kept_count(n, ratio, cap) == expected == min(max(1, math.ceil(ratio * n)), cap or n)
     model = make(filter_ratio=ratio, max_kept=cap).eval()
@@ -71,8 +91,9 @@ def test_filter_keeps_ceil_ratio_n_capped(n, ratio, cap, expected):
     kept = out["kept_index"]
     assert kept.numel() == expected and kept.unique().numel() == expected
     # The kept patches are the ones the filter scores highest.
-    assert torch.equal(torch.sort(out["attention"], descending=True, stable=True).values[:expected],
-                       out["attention"][kept])
+    assert torch.equal(
+        torch.sort(out["attention"], descending=True, stable=True).values[:expected], out["attention"][kept]
+    )
     bca = out["bca_attention"]
     dropped = torch.ones(n, dtype=torch.bool)
     dropped[kept] = False

@@ -40,9 +40,14 @@ def test_every_model_has_a_complete_recipe_that_builds():
 
 @pytest.mark.parametrize(
     "name,optim,lr,wd",
-    [("acmil", torch.optim.AdamW, 1e-4, 1e-5), ("dsmil", torch.optim.Adam, 1e-4, 1e-3),
-     ("dtfd_afs", torch.optim.Adam, 1e-4, 1e-4), ("abmil", torch.optim.Adam, 1e-4, 1e-5),
-     ("hmf", torch.optim.AdamW, 1e-5, 1e-5), ("meanpool", torch.optim.Adam, 1e-4, 1e-5)],
+    [
+        ("acmil", torch.optim.AdamW, 1e-4, 1e-5),
+        ("dsmil", torch.optim.Adam, 1e-4, 1e-3),
+        ("dtfd_afs", torch.optim.Adam, 1e-4, 1e-4),
+        ("abmil", torch.optim.Adam, 1e-4, 1e-5),
+        ("hmf", torch.optim.AdamW, 1e-5, 1e-5),
+        ("meanpool", torch.optim.Adam, 1e-4, 1e-5),
+    ],
 )
 def test_paper_recipes(name, optim, lr, wd):
     recipe = training_defaults(name)

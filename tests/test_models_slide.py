@@ -12,8 +12,15 @@ D = 32
 TEXT_DIM = 16
 # Small widths so that every model trains in well under a second.
 TINY = {
-    "hmf": {"dim": 32, "embed_dim": 48, "filter_hidden": 32, "filter_attn_hidden": 16, "bca_heads": 4,
-            "encoder_heads": 4, "encoder_ff": 64},
+    "hmf": {
+        "dim": 32,
+        "embed_dim": 48,
+        "filter_hidden": 32,
+        "filter_attn_hidden": 16,
+        "bca_heads": 4,
+        "encoder_heads": 4,
+        "encoder_ff": 64,
+    },
     "meanpool": {"hidden": 32},
     "maxpool": {"hidden": 32},
     "abmil": {"hidden": 32, "attn_hidden": 16},
@@ -33,7 +40,9 @@ def build(name: str, n_classes: int, **extra):
 
 def text_bank(n_classes: int, per_class: int = 3, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n_classes * per_class, TEXT_DIM, generator=g), torch.arange(n_classes).repeat_interleave(per_class)
+    return torch.randn(n_classes * per_class, TEXT_DIM, generator=g), torch.arange(n_classes).repeat_interleave(
+        per_class
+    )
 
 
 def grid_coords(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -45,8 +45,9 @@ def test_recomputed_layers_give_the_same_step():
     results = []
     for threshold in (None, 100):
         torch.manual_seed(0)
-        model = build_slide_model("transmil", 24, 3, {"hidden": 32, "heads": 4, "dropout": 0.5,
-                                                      "checkpoint_tokens": threshold})
+        model = build_slide_model(
+            "transmil", 24, 3, {"hidden": 32, "heads": 4, "dropout": 0.5, "checkpoint_tokens": threshold}
+        )
         model.train()
         torch.manual_seed(1)
         loss = model.loss(model(x), torch.tensor(2), {})

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import copy_workflow, run_snakemake
 from synthetic import make_cohort
 
@@ -23,8 +22,11 @@ def _config(cohort: dict, features, models=("hmf", "meanpool")) -> dict:
         "features": {"precomputed_dir": str(features)},
         "text": {"source": "bank", "encoder": "minilm"},
         "splits": {"k": 2, "val_fraction": 0.2, "seed": 0},
-        "models": {"slide": list(models), "patient": ["hmf_patient", "pn_rule"],
-                   "slide_params": {"hmf": {"model": {"dim": 32, "embed_dim": 64}}}},
+        "models": {
+            "slide": list(models),
+            "patient": ["hmf_patient", "pn_rule"],
+            "slide_params": {"hmf": {"model": {"dim": 32, "embed_dim": 64}}},
+        },
         "training": {"max_epochs": 2, "seed": 0},
     }
 
@@ -74,8 +76,9 @@ def test_missing_or_mismatched_files_fail_before_any_job(byo, tmp_path):
     shutil.copytree(byo["features"], broken)
     first = sorted((broken / "h5_files").glob("*.h5"))[0]
     first.unlink()
-    failed = run_snakemake(workdir, "-n", "--configfile", _write(workdir, _config(cohort, broken), "a.yaml"),
-                           check=False)
+    failed = run_snakemake(
+        workdir, "-n", "--configfile", _write(workdir, _config(cohort, broken), "a.yaml"), check=False
+    )
     assert failed.returncode != 0
     assert f"slide {first.stem}: no feature file" in failed.stdout + failed.stderr
 
@@ -83,15 +86,19 @@ def test_missing_or_mismatched_files_fail_before_any_job(byo, tmp_path):
     shutil.copytree(byo["features"], broken)
     pt = sorted((broken / "pt_files").glob("*.pt"))[0]
     torch.save(torch.zeros(4, 7), pt)
-    failed = run_snakemake(workdir, "-n", "--configfile", _write(workdir, _config(cohort, broken), "b.yaml"),
-                           check=False)
+    failed = run_snakemake(
+        workdir, "-n", "--configfile", _write(workdir, _config(cohort, broken), "b.yaml"), check=False
+    )
     said = failed.stdout + failed.stderr
     assert failed.returncode != 0 and "have features of different sizes" in said
     assert pt.stem in said and ("(7 and 16)" in said or "(16 and 7)" in said)
 
     failed = run_snakemake(
-        workdir, "-n", "--configfile",
-        _write(workdir, _config(cohort, byo["features"], models=("hmf", "gatmil")), "c.yaml"), check=False,
+        workdir,
+        "-n",
+        "--configfile",
+        _write(workdir, _config(cohort, byo["features"], models=("hmf", "gatmil")), "c.yaml"),
+        check=False,
     )
     assert failed.returncode != 0
     assert "has no patch coordinates, which gatmil needs" in failed.stdout + failed.stderr
@@ -102,9 +109,9 @@ def test_preprocessing_needs_no_labels(tmp_path, aperio_slide):
     workdir = copy_workflow(tmp_path / "wf")
     sheet = tmp_path / "sheet.csv"
     pd.DataFrame({"slide_id": ["a", "b"], "patient_id": ["p1", "p2"], "path": [str(aperio_slide)] * 2}).to_csv(
-        sheet, index=False)
-    config = {"dataset": {"name": "unlabelled", "task": "camelyon17", "format": "generic",
-                          "sample_sheet": str(sheet)}}
+        sheet, index=False
+    )
+    config = {"dataset": {"name": "unlabelled", "task": "camelyon17", "format": "generic", "sample_sheet": str(sheet)}}
     name = _write(workdir, config)
     dry = run_snakemake(workdir, "-n", "features", "--configfile", name)
     assert "extract_features" in dry.stdout

@@ -32,8 +32,10 @@ def write_sheet(folder, rows):
 
 
 def test_predict_sheet_checks(tmp_path):
-    rows = [{"slide_id": f"patient_100_node_{n}", "patient_id": "patient_100", "path": f"n{n}.tif", "node": n}
-            for n in range(2)]
+    rows = [
+        {"slide_id": f"patient_100_node_{n}", "patient_id": "patient_100", "path": f"n{n}.tif", "node": n}
+        for n in range(2)
+    ]
     sheet = load_predict_sheet(write_sheet(tmp_path, rows))
     assert list(sheet["slide_id"]) == ["patient_100_node_0", "patient_100_node_1"]
     assert (sheet["patient_label"] == "").all() and list(sheet["node"]) == [0, 1]
@@ -55,16 +57,30 @@ def test_pn_rule_ensemble_and_submission(tmp_path):
     """Fold by fold the pN rule on that fold's slide labels; the ensemble is the mean of the
     folds' one-hot rows; the submission lists each patient, then its nodes."""
     slides = [f"patient_{p}_node_{n}" for p in (100, 101) for n in range(5)]
-    sheet = pd.DataFrame({"slide_id": slides, "patient_id": [s[:11] for s in slides], "path": "x",
-                          "slide_label": "", "patient_label": "", "node": [int(s[-1]) for s in slides], "mpp": ""})
+    sheet = pd.DataFrame(
+        {
+            "slide_id": slides,
+            "patient_id": [s[:11] for s in slides],
+            "path": "x",
+            "slide_label": "",
+            "patient_label": "",
+            "node": [int(s[-1]) for s in slides],
+            "mpp": "",
+        }
+    )
     sheet.to_csv(tmp_path / "sheet.csv", index=False)
-    labels = {0: ["macro", "macro", "micro", "negative", "negative", "itc"] + ["negative"] * 4,
-              1: ["macro", "micro", "negative", "negative", "negative", "negative"] + ["negative"] * 4}
+    labels = {
+        0: ["macro", "macro", "micro", "negative", "negative", "itc"] + ["negative"] * 4,
+        1: ["macro", "micro", "negative", "negative", "negative", "negative"] + ["negative"] * 4,
+    }
     probs = torch.stack([torch.eye(4)[[CAMELYON17_SLIDE.index(x) for x in labels[k]]] * 0.9 + 0.025 for k in (0, 1)])
-    torch.save({"slide_ids": slides, "embeddings": torch.zeros(2, 10, 3), "probs": probs,
-                "classes": list(CAMELYON17_SLIDE)}, tmp_path / "emb.pt")
-    frame = predict_patients("pn_rule", TASK, tmp_path / "sheet.csv", tmp_path / "emb.pt", [],
-                             tmp_path / "p.csv", tmp_path / "pf.csv")
+    torch.save(
+        {"slide_ids": slides, "embeddings": torch.zeros(2, 10, 3), "probs": probs, "classes": list(CAMELYON17_SLIDE)},
+        tmp_path / "emb.pt",
+    )
+    frame = predict_patients(
+        "pn_rule", TASK, tmp_path / "sheet.csv", tmp_path / "emb.pt", [], tmp_path / "p.csv", tmp_path / "pf.csv"
+    )
     row = frame.set_index("id").loc["patient_100"]
     # fold 0: macro, macro, micro -> pN1; fold 1: macro, micro -> pN1: agreement, no spread
     assert row["pred_label"] == pn_stage(labels[0][:5]) == "pN1" and row["prob_pN1"] == 1 and row["std_pN1"] == 0
@@ -76,8 +92,9 @@ def test_pn_rule_ensemble_and_submission(tmp_path):
 
     slide_preds = pd.DataFrame({"id": slides[:-1], "pred_label": labels[0][:9]})  # last slide: no patches
     slide_preds.to_csv(tmp_path / "s.csv", index=False)
-    submission = camelyon17_submission(tmp_path / "sheet.csv", tmp_path / "p.csv", tmp_path / "s.csv",
-                                       tmp_path / "submission.csv")
+    submission = camelyon17_submission(
+        tmp_path / "sheet.csv", tmp_path / "p.csv", tmp_path / "s.csv", tmp_path / "submission.csv"
+    )
     text = (tmp_path / "submission.csv").read_text().splitlines()
     assert text[0] == "patient,stage"
     assert text[1] == "patient_100.zip,pN1" and text[2] == "patient_100_node_0.tif,macro"
@@ -86,8 +103,17 @@ def test_pn_rule_ensemble_and_submission(tmp_path):
 
 
 def test_submission_needs_camelyon_ids_and_nodes(tmp_path):
-    sheet = pd.DataFrame({"slide_id": ["a"], "patient_id": ["p1"], "path": "x", "slide_label": "",
-                          "patient_label": "", "node": [0], "mpp": ""})
+    sheet = pd.DataFrame(
+        {
+            "slide_id": ["a"],
+            "patient_id": ["p1"],
+            "path": "x",
+            "slide_label": "",
+            "patient_label": "",
+            "node": [0],
+            "mpp": "",
+        }
+    )
     sheet.to_csv(tmp_path / "sheet.csv", index=False)
     pd.DataFrame({"id": ["p1"], "pred_label": ["pN0"]}).to_csv(tmp_path / "p.csv", index=False)
     pd.DataFrame({"id": ["a"], "pred_label": ["negative"]}).to_csv(tmp_path / "s.csv", index=False)
@@ -113,8 +139,14 @@ def test_predict_target_on_the_tiny_run(tiny_run, tmp_path):
         for node in range(5):
             src = workdir / f"resources/demo/tiny_camelyon17/slides/patient_{old:03d}_node_{node}.tif"
             shutil.copy(src, new_dir / f"patient_{new}_node_{node}.tif")
-            rows.append({"slide_id": f"patient_{new}_node_{node}", "patient_id": f"patient_{new}",
-                         "path": f"patient_{new}_node_{node}.tif", "node": node})
+            rows.append(
+                {
+                    "slide_id": f"patient_{new}_node_{node}",
+                    "patient_id": f"patient_{new}",
+                    "path": f"patient_{new}_node_{node}.tif",
+                    "node": node,
+                }
+            )
     pd.DataFrame(rows).to_csv(new_dir / "sheet.csv", index=False)
     config = yaml.safe_load((workdir / "tests/configs/tiny.yaml").read_text())
     config["predict"] = {"sample_sheet": "new_slides/sheet.csv"}
@@ -132,8 +164,11 @@ def test_predict_target_on_the_tiny_run(tiny_run, tmp_path):
     probs = [f"prob_{c}" for c in CAMELYON17_SLIDE]
     mean = folds.groupby("id")[probs].mean().loc[slides["id"]].to_numpy()
     assert np.allclose(mean, slides[probs].to_numpy(), atol=1e-6)
-    assert np.allclose(folds.groupby("id")[probs].std(ddof=1).loc[slides["id"]].to_numpy(),
-                       slides[[f"std_{c}" for c in CAMELYON17_SLIDE]].to_numpy(), atol=1e-6)
+    assert np.allclose(
+        folds.groupby("id")[probs].std(ddof=1).loc[slides["id"]].to_numpy(),
+        slides[[f"std_{c}" for c in CAMELYON17_SLIDE]].to_numpy(),
+        atol=1e-6,
+    )
     for model in ("hmf_patient", "pn_rule"):
         patients = pd.read_csv(predict / f"patient/{model}/predictions.csv")
         assert sorted(patients["id"]) == sorted(hidden) and (patients["folds"] == 2).all()
@@ -149,8 +184,9 @@ def test_predict_target_on_the_tiny_run(tiny_run, tmp_path):
     predicted = {p[: -len(".zip")]: s for p, s in zip(patient_rows["patient"], patient_rows["stage"])}
     assert predicted == hmf_patient.to_dict()  # the default submission model: the reference patient model
     ids = sorted(hidden)
-    kappa = cohen_kappa_score([hidden[p] for p in ids], [predicted[p] for p in ids], weights="quadratic",
-                              labels=CHALLENGE_STAGES)
+    kappa = cohen_kappa_score(
+        [hidden[p] for p in ids], [predicted[p] for p in ids], weights="quadratic", labels=CHALLENGE_STAGES
+    )
     assert np.isfinite(kappa) and -1 <= kappa <= 1
 
     # A clash with a training slide id fails before any job runs.

@@ -14,9 +14,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import copy_workflow, run_snakemake
+from PIL import Image
 
 PICTURE_POOL = 12
 
@@ -50,15 +49,16 @@ def write_qc_set(workdir: Path, name: str, slides: list[str], seed: int = 0) -> 
         kind = i % 50
         n = 0 if kind == 7 else 5000 if kind == 13 else int(rng.integers(80, 160))
         area = 0.0 if n == 0 else 0.02 if kind == 21 else float(rng.uniform(3, 6))
-        (results / "segmentation" / f"{slide}.json").write_text(json.dumps(
-            {"tissue_area_mm2": area, "n_contours": 0 if n == 0 else 2, "n_holes": 1, "seconds": 0.1}))
+        (results / "segmentation" / f"{slide}.json").write_text(
+            json.dumps({"tissue_area_mm2": area, "n_contours": 0 if n == 0 else 2, "n_holes": 1, "seconds": 0.1})
+        )
         coords = np.stack([np.arange(n) * 256, np.zeros(n)], 1).astype(np.int64)
         with h5py.File(results / "patches" / f"{slide}.h5", "w") as fh:
             dset = fh.create_dataset("coords", data=coords.reshape(-1, 2), maxshape=(None, 2))
-            dset.attrs.update({"patch_size": 256, "patch_level": 0, "mpp": 0.5, "patch_size_um": 128.0,
-                               "seconds": 0.1})
-        (features / "stats" / f"{slide}.json").write_text(json.dumps({"slide_id": slide, "n_patches": n,
-                                                                      "seconds": 0.5}))
+            dset.attrs.update({"patch_size": 256, "patch_level": 0, "mpp": 0.5, "patch_size_um": 128.0, "seconds": 0.1})
+        (features / "stats" / f"{slide}.json").write_text(
+            json.dumps({"slide_id": slide, "n_patches": n, "seconds": 0.5})
+        )
         with h5py.File(features / "h5_files" / f"{slide}.h5", "w") as fh:
             fh["features"] = np.zeros((n, 4), np.float32)
             fh["coords"] = coords
@@ -79,8 +79,13 @@ def qc_report(workdir: Path, n_patients: int) -> tuple[int, Path, list[str]]:
 
     name = f"qc_size_{n_patients}"
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    config["dataset"].update({"name": name, "stage_labels": f"resources/demo/{name}/stage_labels.csv",
-                              "slide_dir": f"resources/demo/{name}/slides"})
+    config["dataset"].update(
+        {
+            "name": name,
+            "stage_labels": f"resources/demo/{name}/stage_labels.csv",
+            "slide_dir": f"resources/demo/{name}/slides",
+        }
+    )
     config["demo"]["n_patients"] = n_patients
     config_path = workdir / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -100,8 +105,8 @@ def qc_report(workdir: Path, n_patients: int) -> tuple[int, Path, list[str]]:
 def test_report_size_does_not_grow_with_the_slides(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     shutil.rmtree(workdir / "resources", ignore_errors=True)  # no slides: only the QC set
-    demo_size, _, demo_files = qc_report(workdir, 25)         # the demo's 125 slides
-    size, report, files = qc_report(workdir, 100)             # 500 slides
+    demo_size, _, demo_files = qc_report(workdir, 25)  # the demo's 125 slides
+    size, report, files = qc_report(workdir, 100)  # 500 slides
     qc_slides = 24  # report.qc_slides' default
     for names in (demo_files, files):
         pictures = [n for n in names if n.endswith(".jpg")]

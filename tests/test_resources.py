@@ -5,9 +5,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from snakemake.exceptions import is_file_not_found_error
 
 from hmf import resources
-from snakemake.exceptions import is_file_not_found_error
 
 
 def _features(path, n, dim=1024):
@@ -27,7 +27,8 @@ def test_training_memory_follows_the_largest_bag_not_the_number_of_slides(tmp_pa
     assert one == many
     assert resources.train_slide_mem_mb("abmil", small, cache_mb=1024) < one  # ~400 MB less of bag
     assert resources.train_slide_mem_mb("abmil", small, cache_mb=3072) == (
-        resources.train_slide_mem_mb("abmil", small, cache_mb=1024) + 2048)
+        resources.train_slide_mem_mb("abmil", small, cache_mb=1024) + 2048
+    )
     assert one % 256 == 0
 
 
@@ -43,9 +44,11 @@ def test_extraction_memory_follows_the_patch_count(tmp_path):
 def test_inputs_still_to_be_made_defer_the_estimate(tmp_path):
     """Snakemake evaluates the estimate again once the input exists (recognised by its name)."""
     missing = str(tmp_path / "later.h5")
-    for call in (lambda: resources.train_slide_mem_mb("hmf", [missing], 0),
-                 lambda: resources.extract_mem_mb([missing]),
-                 lambda: resources.segment_mem_mb(missing, None)):
+    for call in (
+        lambda: resources.train_slide_mem_mb("hmf", [missing], 0),
+        lambda: resources.extract_mem_mb([missing]),
+        lambda: resources.segment_mem_mb(missing, None),
+    ):
         with pytest.raises(FileNotFoundError) as err:
             call()
         assert is_file_not_found_error(err.value, [missing])

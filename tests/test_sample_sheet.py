@@ -53,10 +53,13 @@ def test_generic_sheet_round_trip(tmp_path):
 
 
 def test_camelyon17_stage_labels(tmp_path):
-    labels = _stage_labels(tmp_path, {
-        "patient_000": ("pN1", ["negative", "macro", "micro", "itc", "negative"]),
-        "patient_001": ("pN0(i+)", ["negative", "itc", "negative", "negative", "negative"]),
-    })
+    labels = _stage_labels(
+        tmp_path,
+        {
+            "patient_000": ("pN1", ["negative", "macro", "micro", "itc", "negative"]),
+            "patient_001": ("pN0(i+)", ["negative", "itc", "negative", "negative", "negative"]),
+        },
+    )
     frame = validate_sample_sheet(load_camelyon17(labels, tmp_path / "slides"), CAMELYON)
     assert len(frame) == 10
     assert set(frame["patient_label"]) == {"pN1", "pN0(i+)"}
@@ -131,7 +134,9 @@ def test_one_patient_two_labels(tmp_path):
 
 
 def test_pn_rule_contradiction(tmp_path):
-    labels = _stage_labels(tmp_path, {"patient_007": ("pN0", ["negative", "macro", "negative", "negative", "negative"])})
+    labels = _stage_labels(
+        tmp_path, {"patient_007": ("pN0", ["negative", "macro", "negative", "negative", "negative"])}
+    )
     with pytest.raises(SampleSheetError, match=r"patient patient_007: label pN0 contradicts the pN rule .* gives pN1"):
         validate_sample_sheet(load_camelyon17(labels, tmp_path / "slides"), CAMELYON)
 

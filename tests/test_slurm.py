@@ -34,7 +34,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import copy_workflow, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +46,11 @@ AGGREGATED_PATIENT_MODELS = {"pn_rule", "mean_prob"}
 WORKFLOW_TIMEOUT_S = 900
 
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
-CLAIMED = re.compile(r"^(\S+ \S+) INFO hmf\.devices: claimed (cuda:\d+) \(physical GPU (\S+?)(, simulated)?, "
-                     r"lock (\S+)\)", re.M)
+CLAIMED = re.compile(
+    r"^(\S+ \S+) INFO hmf\.devices: claimed (cuda:\d+) \(physical GPU (\S+?)(, simulated)?, "
+    r"lock (\S+)\)",
+    re.M,
+)
 RELEASED = re.compile(r"^(\S+ \S+) INFO hmf\.devices: released ", re.M)
 
 
@@ -70,8 +72,9 @@ def slurm_cluster(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("slurm-state")
     env = dict(os.environ, HMF_SLURM_DIR=str(state_dir))
     try:
-        proc = subprocess.run(["bash", str(SLURM_DIR / "setup.sh")], env=env, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", str(SLURM_DIR / "setup.sh")], env=env, capture_output=True, text=True, timeout=600
+        )
         if proc.returncode == 3:
             pytest.skip(f"SLURM packages are missing and cannot be installed: {proc.stderr.strip()[-500:]}")
         assert proc.returncode == 0, f"setup.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
@@ -115,8 +118,9 @@ def _run_env(cluster_env: dict, lock_dir: Path) -> dict:
 
 def _scontrol_job(job_id: str, env: dict) -> str:
     """The job's record with details (-d: the GPU indices it was given)."""
-    return subprocess.run(["scontrol", "-d", "show", "job", job_id], env=env, capture_output=True,
-                          text=True, timeout=30, check=True).stdout
+    return subprocess.run(
+        ["scontrol", "-d", "show", "job", job_id], env=env, capture_output=True, text=True, timeout=30, check=True
+    ).stdout
 
 
 def _failure_report(workdir: Path, proc) -> str:
@@ -150,8 +154,9 @@ class GpuAllocationMonitor(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            proc = subprocess.run(["scontrol", "-d", "show", "job"], env=self.env, capture_output=True,
-                                  text=True, timeout=30)
+            proc = subprocess.run(
+                ["scontrol", "-d", "show", "job"], env=self.env, capture_output=True, text=True, timeout=30
+            )
             running = {}
             for record in proc.stdout.split("\n\n"):
                 job = re.search(r"JobId=(\d+)", record)
@@ -172,13 +177,18 @@ def _log_time(stamp: str) -> float:
 
 # --- the project's tiny workflow --------------------------------------------------------
 
+
 def _expected_training_jobs(workdir: Path) -> set[tuple[str, str, str]]:
     """(rule, model, fold) of every training job the tiny configuration asks for."""
     config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
     folds = [str(k) for k in range(int(config["splits"]["k"]))]
     jobs = {("train_slide", m, f) for m in config["models"]["slide"] for f in folds}
-    jobs |= {("train_patient", m, f) for m in config["models"]["patient"]
-             if m not in AGGREGATED_PATIENT_MODELS for f in folds}
+    jobs |= {
+        ("train_patient", m, f)
+        for m in config["models"]["patient"]
+        if m not in AGGREGATED_PATIENT_MODELS
+        for f in folds
+    }
     return jobs
 
 
@@ -195,8 +205,13 @@ def _training_claims(workdir: Path, dataset: str) -> dict[tuple[str, str, str], 
             assert len(claimed) == 1 and len(released) == 1, f"{log}: expected one claim and release:\n{text[-2000:]}"
             stamp, device, physical, simulated, lock = claimed[0]
             claims[(rule, log.parent.name, log.stem.removeprefix("fold_"))] = {
-                "log": str(log), "device": device, "physical_id": physical, "simulated": bool(simulated),
-                "lock_path": Path(lock), "claimed": _log_time(stamp), "released": _log_time(released[0]),
+                "log": str(log),
+                "device": device,
+                "physical_id": physical,
+                "simulated": bool(simulated),
+                "lock_path": Path(lock),
+                "claimed": _log_time(stamp),
+                "released": _log_time(released[0]),
             }
     return claims
 
@@ -215,8 +230,17 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
     remote = copy_workflow(tmp_path / "slurm")
     dataset = yaml.safe_load((remote / TINY_CONFIG).read_text())["dataset"]["name"]
     # The demo dataset (the workflow's input) is generated once and given to both runs.
-    run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG, "--until", "demo_labels", "demo_slides_batch0",  # one batch: <= 16 slides
-                  timeout=WORKFLOW_TIMEOUT_S)
+    run_snakemake(
+        local,
+        "--cores",
+        "2",
+        "--configfile",
+        TINY_CONFIG,
+        "--until",
+        "demo_labels",
+        "demo_slides_batch0",  # one batch: <= 16 slides
+        timeout=WORKFLOW_TIMEOUT_S,
+    )
     shutil.copytree(local / "resources" / "demo", remote / "resources" / "demo")
 
     # The local reference runs at the same time as the SLURM run (the machine is small).
@@ -224,8 +248,17 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
 
     def run_local():
         try:
-            run_snakemake(local, "--cores", "2", "--configfile", TINY_CONFIG,
-                          "--set-threads", "train_slide=1", "train_patient=1", timeout=WORKFLOW_TIMEOUT_S)
+            run_snakemake(
+                local,
+                "--cores",
+                "2",
+                "--configfile",
+                TINY_CONFIG,
+                "--set-threads",
+                "train_slide=1",
+                "train_patient=1",
+                timeout=WORKFLOW_TIMEOUT_S,
+            )
         except BaseException as exc:  # re-raised in the test's thread
             local_error.append(exc)
 
@@ -241,9 +274,19 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
         monitor.start()
         try:
             proc = subprocess.run(
-                [str(Path(sys.executable).with_name("snakemake")), "--workflow-profile", str(profile),
-                 "--configfile", TINY_CONFIG],
-                env=env, cwd=remote, capture_output=True, text=True, timeout=WORKFLOW_TIMEOUT_S)
+                [
+                    str(Path(sys.executable).with_name("snakemake")),
+                    "--workflow-profile",
+                    str(profile),
+                    "--configfile",
+                    TINY_CONFIG,
+                ],
+                env=env,
+                cwd=remote,
+                capture_output=True,
+                text=True,
+                timeout=WORKFLOW_TIMEOUT_S,
+            )
         finally:
             monitor.stop()
         assert proc.returncode == 0, _failure_report(remote, proc)
@@ -252,8 +295,9 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
 
         # --- every training job was a SLURM job of its own with one GPU ---------------------
         submitted = _submissions(output)
-        rules_submitted = {job_id: log.relative_to(remote / ".snakemake" / "slurm_logs").parts[0]
-                           for job_id, log in submitted.items()}
+        rules_submitted = {
+            job_id: log.relative_to(remote / ".snakemake" / "slurm_logs").parts[0] for job_id, log in submitted.items()
+        }
         # Tables, evaluation, sample sheet and splits are localrules: never submitted.
         for local_rule in ("table", "evaluate", "sample_sheet", "splits"):
             assert f"rule_{local_rule}" not in rules_submitted.values(), rules_submitted
@@ -289,7 +333,7 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
             assert len(gpus) == len(set(gpus)), snap
         items = list(claims.values())
         for i, a in enumerate(items):
-            for b in items[i + 1:]:
+            for b in items[i + 1 :]:
                 if a["claimed"] < b["released"] and b["claimed"] < a["released"]:
                     assert a["physical_id"] != b["physical_id"], (a, b)
         assert {c["physical_id"] for c in items} == {"0", "1"}, items
@@ -309,4 +353,3 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
     assert tables == sorted(p.relative_to(local) for p in (local / "results" / dataset / "tables").glob("*.csv"))
     differing = [str(p) for p in tables + predictions if (remote / p).read_bytes() != (local / p).read_bytes()]
     assert not differing, f"SLURM and local outputs differ: {differing}"
-

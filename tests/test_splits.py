@@ -154,33 +154,45 @@ def test_user_split_files_accepted(tmp_path):
     "rows, message",
     [
         (  # patient b tested twice
-            [[("007", "test"), ("b", "test"), ("a", "train"), ("c", "train")],
-             [("a", "test"), ("c", "test"), ("b", "test"), ("007", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "train"), ("c", "train")],
+                [("a", "test"), ("c", "test"), ("b", "test"), ("007", "train")],
+            ],
             "test folds overlap; patient.*b",
         ),
         (  # patient c never tested
-            [[("007", "test"), ("b", "test"), ("a", "train"), ("c", "train")],
-             [("a", "test"), ("c", "train"), ("007", "train"), ("b", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "train"), ("c", "train")],
+                [("a", "test"), ("c", "train"), ("007", "train"), ("b", "train")],
+            ],
             "never tested: c",
         ),
         (  # patient c missing from the first file
-            [[("007", "test"), ("b", "test"), ("a", "train")],
-             [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "train")],
+                [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")],
+            ],
             "fold_0.csv.*missing: c",
         ),
         (  # unknown patient
-            [[("007", "test"), ("b", "test"), ("a", "train"), ("c", "train"), ("zz", "train")],
-             [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "train"), ("c", "train"), ("zz", "train")],
+                [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")],
+            ],
             "not in the sample sheet: zz",
         ),
         (  # bad split value
-            [[("007", "test"), ("b", "test"), ("a", "training"), ("c", "train")],
-             [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "training"), ("c", "train")],
+                [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")],
+            ],
             "unknown split value.*training",
         ),
         (  # patient listed twice in one file
-            [[("007", "test"), ("b", "test"), ("a", "train"), ("c", "train"), ("a", "val")],
-             [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")]],
+            [
+                [("007", "test"), ("b", "test"), ("a", "train"), ("c", "train"), ("a", "val")],
+                [("a", "test"), ("c", "test"), ("007", "train"), ("b", "train")],
+            ],
             "more than once: a",
         ),
     ],
@@ -204,7 +216,9 @@ def test_split_files_must_be_numbered_from_zero(tmp_path):
 
 
 def test_make_split_files_from_sample_sheet(tmp_path, patients):
-    sheet = patients.loc[patients.index.repeat(2)].assign(slide_id=lambda f: f["patient_id"] + "_" + f.groupby("patient_id").cumcount().astype(str))
+    sheet = patients.loc[patients.index.repeat(2)].assign(
+        slide_id=lambda f: f["patient_id"] + "_" + f.groupby("patient_id").cumcount().astype(str)
+    )
     sheet_csv = tmp_path / "sample_sheet.csv"
     sheet.to_csv(sheet_csv, index=False)
     paths = make_split_files(sheet_csv, tmp_path / "splits", k=4, val_fraction=0.25, seed=2)

@@ -49,8 +49,11 @@ def test_load_bank_rejects_wrong_classes(tmp_path):
 
 
 def test_bank_dir_comes_first_and_unknown_labelset_is_named(tmp_path):
-    custom = {"labelset": "melanoma", "classes": ["naevus", "melanoma"],
-              "descriptions": {"naevus": ["Benign nests of melanocytes.", ""], "melanoma": ["Atypical melanocytes."]}}
+    custom = {
+        "labelset": "melanoma",
+        "classes": ["naevus", "melanoma"],
+        "descriptions": {"naevus": ["Benign nests of melanocytes.", ""], "melanoma": ["Atypical melanocytes."]},
+    }
     (tmp_path / "melanoma.json").write_text(json.dumps(custom))
     bank = load_bank("melanoma", ["naevus", "melanoma"], bank_dir=tmp_path)
     assert bank["naevus"] == ["Benign nests of melanocytes."]

@@ -29,8 +29,16 @@ def tiny_t5(tmp_path_factory):
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer), d_model=24, d_kv=8, d_ff=48, num_layers=2, num_heads=3,
-                      feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=24,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_heads=3,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+    )
     T5EncoderModel(config).save_pretrained(folder)
     return folder
 
@@ -57,8 +65,9 @@ def test_padding_does_not_change_an_embedding(tiny_t5):
     encoder = build_text_encoder("flan_t5_small", t5_config(tiny_t5))
     short = "isolated tumour cells"
     alone = encoder.encode([short])[0]
-    padded_batch = encoder.tokenizer([short, "a lymph node with sheets of carcinoma cells and glands " * 3],
-                                     padding=True, return_tensors="pt")
+    padded_batch = encoder.tokenizer(
+        [short, "a lymph node with sheets of carcinoma cells and glands " * 3], padding=True, return_tensors="pt"
+    )
     assert (padded_batch["attention_mask"][0] == 0).sum() > 10  # the short one really is padded
     with_long = encoder.encode([short, "a lymph node with sheets of carcinoma cells and glands " * 3])[0]
     torch.testing.assert_close(alone, with_long, atol=1e-5, rtol=1e-5)
@@ -80,8 +89,14 @@ def test_missing_t5_weights_say_what_to_download(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         build_text_encoder("flan_t5_small", t5_config(empty))
     message = str(err.value)
-    for word in ("google/flan-t5-small", "config.json", "spiece.model", "model.safetensors", str(empty),
-                 "text.encoders.flan_t5_small.path_or_id"):
+    for word in (
+        "google/flan-t5-small",
+        "config.json",
+        "spiece.model",
+        "model.safetensors",
+        str(empty),
+        "text.encoders.flan_t5_small.path_or_id",
+    ):
         assert word in message
     with pytest.raises(FileNotFoundError, match="hf download google/flan-t5-small"):
         build_text_encoder("flan_t5_small", text_settings({}))  # hub id, offline, not cached

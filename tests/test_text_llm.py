@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hmf.logs import setup_logging
-from hmf.text.llm import LLMError, LLMSettings, generate_descriptions, parse_answer, MalformedOutput
+from hmf.text.llm import LLMError, LLMSettings, MalformedOutput, generate_descriptions, parse_answer
 from hmf.text.prompts import make_prompts, read_prompts
 
 CLASSES = ["IDC", "ILC"]
@@ -49,19 +49,32 @@ class FakeOpenAI:
                     if action[0] == "status":
                         # like real endpoints, echo the credentials in the error message
                         message = f"scripted {action[1]}; credentials: {self.headers.get('Authorization')}"
-                        self._send(action[1], {"error": {"message": message, "type": "server_error"}},
-                                   {"Retry-After": "0"} if action[1] == 429 else {})
+                        self._send(
+                            action[1],
+                            {"error": {"message": message, "type": "server_error"}},
+                            {"Retry-After": "0"} if action[1] == 429 else {},
+                        )
                         return
                     if action[0] == "sleep":
                         time.sleep(action[1])
                     content = action[1] if action[0] == "content" else server.auto_answer(body)
-                    self._send(200, {
-                        "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
-                        "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    })
+                    self._send(
+                        200,
+                        {
+                            "id": f"chatcmpl-{len(server.requests)}",
+                            "object": "chat.completion",
+                            "created": 0,
+                            "model": body["model"],
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": content},
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                        },
+                    )
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out test)
                     pass
 
@@ -114,8 +127,15 @@ def key(monkeypatch):
 
 
 def llm_config(server, **llm):
-    base = {"base_url": server.base_url, "model": "test-model", "api_key_env": KEY_ENV, "timeout_s": 5,
-            "max_retries": 2, "backoff_s": 0.01, "n_per_class": 6}
+    base = {
+        "base_url": server.base_url,
+        "model": "test-model",
+        "api_key_env": KEY_ENV,
+        "timeout_s": 5,
+        "max_retries": 2,
+        "backoff_s": 0.01,
+        "n_per_class": 6,
+    }
     return {"source": "llm", "llm": {**base, **llm}}
 
 

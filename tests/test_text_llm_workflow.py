@@ -7,7 +7,6 @@ import os
 import secrets
 
 import pytest
-
 from test_text_llm import FakeOpenAI
 from test_text_workflow import PROMPTS, SNAKEFILE, snakemake, write_config
 

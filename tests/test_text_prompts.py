@@ -72,8 +72,12 @@ def test_read_prompts_names_the_problem(tmp_path):
 def test_cache_key_follows_template_model_and_classes():
     llm = {"source": "llm", "llm": {"model": "m1"}}
     key = cache_key("tcga_brca", ["IDC", "ILC"], llm)
-    assert key == {"source": "llm", "model": "m1", "template_sha256": sha256_text(DEFAULT_TEMPLATE),
-                   "classes": ["IDC", "ILC"]}
+    assert key == {
+        "source": "llm",
+        "model": "m1",
+        "template_sha256": sha256_text(DEFAULT_TEMPLATE),
+        "classes": ["IDC", "ILC"],
+    }
     assert cache_key("tcga_brca", ["IDC", "ILC"], {"source": "llm", "llm": {"model": "m1", "temperature": 0}}) == key
     assert cache_key("tcga_brca", ["IDC", "ILC"], {"source": "llm", "llm": {"model": "m2"}}) != key
     with pytest.raises(ValueError, match="text.source"):
@@ -103,8 +107,13 @@ def test_schema_defaults_match_the_code():
     assert _schema_defaults(schema) == DEFAULTS
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    validator.validate({"source": "llm", "llm": {"model": "x", "base_url": "http://127.0.0.1:1/v1"},
-                        "encoders": {"flan_t5_small": {"path_or_id": "/models/flan-t5-small"}}})
+    validator.validate(
+        {
+            "source": "llm",
+            "llm": {"model": "x", "base_url": "http://127.0.0.1:1/v1"},
+            "encoders": {"flan_t5_small": {"path_or_id": "/models/flan-t5-small"}},
+        }
+    )
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"source": "wikipedia"})
     with pytest.raises(jsonschema.ValidationError):
@@ -116,7 +125,9 @@ def test_schema_defaults_match_the_code():
 
 
 def test_text_settings_keeps_builtin_encoders():
-    cfg = text_settings({"encoders": {"flan_t5_small": {"path_or_id": "/m/t5"}, "mine": {"kind": "t5", "path_or_id": "/m/x"}}})
+    cfg = text_settings(
+        {"encoders": {"flan_t5_small": {"path_or_id": "/m/t5"}, "mine": {"kind": "t5", "path_or_id": "/m/x"}}}
+    )
     assert cfg["encoders"]["flan_t5_small"] == {"kind": "t5", "path_or_id": "/m/t5"}
     assert cfg["encoders"]["minilm"]["kind"] == "sentence_transformers"
     assert set(cfg["encoders"]) == {"flan_t5_small", "minilm", "mine"}

@@ -33,9 +33,23 @@ PROMPTS = "results/t/prompts/tcga_brca.json"
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "--snakefile", str(workdir / "Snakefile"),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=300, cwd=workdir, env=env,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "1",
+            "--snakefile",
+            str(workdir / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+        env=env,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
@@ -83,9 +97,23 @@ def test_prompts_and_embeddings_rules(tmp_path):
 
 def dry_run_failure(workdir: Path, target: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(workdir / "Snakefile"),
-         "--directory", str(workdir), target],
-        capture_output=True, text=True, timeout=120, cwd=workdir,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "--snakefile",
+            str(workdir / "Snakefile"),
+            "--directory",
+            str(workdir),
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=workdir,
     )
     assert proc.returncode != 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
@@ -101,4 +129,3 @@ def test_unknown_encoder_fails_at_parse_time(tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     write_config(tmp_path, {"encoder": "clip"})
     assert "config text: unknown text encoder 'clip'" in dry_run_failure(tmp_path, TARGET)
-

@@ -8,26 +8,36 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from synthetic import make_cohort
 
 from hmf.tasks import get_task
 from hmf.training import loop
 from hmf.training.patient import aggregate_patient_fold, train_patient_fold
 from hmf.training.slide import SlideOutputs, train_slide_fold
-from synthetic import make_cohort
 
 TASK = get_task("camelyon17")
 FAST = {"max_epochs": 4, "patience": 10, "seed": 3}
 
 
 def _outputs(folder: Path) -> SlideOutputs:
-    return SlideOutputs(*(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt")))
+    return SlideOutputs(
+        *(str(folder / n) for n in ("checkpoint.pt", "train_log.csv", "predictions.csv", "embeddings.pt"))
+    )
 
 
 def _train(cohort, folder, model="meanpool", training=FAST, overrides=None, sheet=None):
     out = _outputs(folder)
-    train_slide_fold(model, TASK, str(sheet or cohort["sheet"]), str(cohort["split"]), str(cohort["features"]), out,
-                     overrides=overrides, training=training,
-                     text_bank=str(cohort["text"]) if model == "hmf" else None)
+    train_slide_fold(
+        model,
+        TASK,
+        str(sheet or cohort["sheet"]),
+        str(cohort["split"]),
+        str(cohort["features"]),
+        out,
+        overrides=overrides,
+        training=training,
+        text_bank=str(cohort["text"]) if model == "hmf" else None,
+    )
     return out
 
 
@@ -110,8 +120,10 @@ def test_validation_labels_reach_only_the_checkpoint_choice(cohort, tmp_path):
     a = _train(cohort, tmp_path / "a1", model="hmf", overrides=overrides, training=one)
     b = _train(cohort, tmp_path / "b1", model="hmf", overrides=overrides, training=one, sheet=permuted_csv)
     assert Path(a.predictions).read_bytes() == Path(b.predictions).read_bytes()
-    assert torch.equal(torch.load(a.embeddings, weights_only=True)["embeddings"],
-                       torch.load(b.embeddings, weights_only=True)["embeddings"])
+    assert torch.equal(
+        torch.load(a.embeddings, weights_only=True)["embeddings"],
+        torch.load(b.embeddings, weights_only=True)["embeddings"],
+    )
 
 
 def test_patient_labels_of_test_and_validation_patients_do_not_change_patient_predictions(cohort, tmp_path):
@@ -129,14 +141,23 @@ def test_patient_labels_of_test_and_validation_patients_do_not_change_patient_pr
         permuted.to_csv(permuted_csv, index=False)
         for label, sheet_csv in (("orig", cohort["sheet"]), ("perm", permuted_csv)):
             out = tmp_path / f"{name}_{label}"
-            train_patient_fold("hmf_patient", TASK, str(sheet_csv), str(cohort["split"]), slide.embeddings,
-                               str(out / "checkpoint.pt"), str(out / "train_log.csv"), str(out / "predictions.csv"),
-                               training=training)
+            train_patient_fold(
+                "hmf_patient",
+                TASK,
+                str(sheet_csv),
+                str(cohort["split"]),
+                slide.embeddings,
+                str(out / "checkpoint.pt"),
+                str(out / "train_log.csv"),
+                str(out / "predictions.csv"),
+                training=training,
+            )
             runs[name, label] = pd.read_csv(out / "predictions.csv")
     probs = [c for c in runs["test", "orig"].columns if c.startswith("prob_")]
     for name in ("test", "val"):
-        pd.testing.assert_frame_equal(runs[name, "orig"][["id", "pred_label", *probs]],
-                                      runs[name, "perm"][["id", "pred_label", *probs]])
+        pd.testing.assert_frame_equal(
+            runs[name, "orig"][["id", "pred_label", *probs]], runs[name, "perm"][["id", "pred_label", *probs]]
+        )
     assert list(runs["test", "orig"]["true_label"]) != list(runs["test", "perm"]["true_label"])
 
 
@@ -158,8 +179,9 @@ def test_inner_splits_hold_out_every_training_patient_once(cohort):
     outer = read_split(cohort["split"])
     folds = inner_splits(cohort["frame"], outer, k=3, val_fraction=0.2, seed=0)
     assert len(folds) == 3
-    held = [set(f.loc[(f.split == "test") & f.patient_id.map(outer).isin(["train", "val"]), "patient_id"])
-            for f in folds]
+    held = [
+        set(f.loc[(f.split == "test") & f.patient_id.map(outer).isin(["train", "val"]), "patient_id"]) for f in folds
+    ]
     non_test = {p for p, s in outer.items() if s != "test"}
     assert set().union(*held) == non_test and sum(map(len, held)) == len(non_test)
     for f in folds:
@@ -180,9 +202,16 @@ def test_cross_fitted_embeddings_come_from_the_inner_model_that_held_the_patient
     ids = sorted(sheet["slide_id"])
 
     def fake(path, value):
-        torch.save({"slide_ids": ids, "embeddings": torch.full((len(ids), 4), float(value)),
-                    "probs": torch.full((len(ids), 4), 0.25), "classes": list(TASK.classes("slide")),
-                    "model": "meanpool"}, path)
+        torch.save(
+            {
+                "slide_ids": ids,
+                "embeddings": torch.full((len(ids), 4), float(value)),
+                "probs": torch.full((len(ids), 4), 0.25),
+                "classes": list(TASK.classes("slide")),
+                "model": "meanpool",
+            },
+            path,
+        )
         return path
 
     outer = fake(tmp_path / "outer.pt", 0)
@@ -215,6 +244,7 @@ def test_resume_after_interruption_matches_uninterrupted(cohort, tmp_path, monke
             kwargs_on_epoch(rows)
             if len(rows) == 3:
                 raise Killed("simulated kill after epoch 2")
+
         kwargs_on_epoch = kwargs.pop("on_epoch")
         return real_fit(*args, on_epoch=on_epoch, **kwargs)
 
@@ -244,16 +274,25 @@ def test_stale_resume_state_is_ignored(cohort, tmp_path):
 def test_patient_models_and_pn_rule(cohort, tmp_path):
     slide = _train(cohort, tmp_path / "slide")
     patient_dir = tmp_path / "patient"
-    train_patient_fold("hmf_patient", TASK, str(cohort["sheet"]), str(cohort["split"]), slide.embeddings,
-                       str(patient_dir / "checkpoint.pt"), str(patient_dir / "train_log.csv"),
-                       str(patient_dir / "predictions.csv"), training=FAST)
+    train_patient_fold(
+        "hmf_patient",
+        TASK,
+        str(cohort["sheet"]),
+        str(cohort["split"]),
+        slide.embeddings,
+        str(patient_dir / "checkpoint.pt"),
+        str(patient_dir / "train_log.csv"),
+        str(patient_dir / "predictions.csv"),
+        training=FAST,
+    )
     preds = pd.read_csv(patient_dir / "predictions.csv")
     split = pd.read_csv(cohort["split"])
     assert set(preds["id"]) == set(split.loc[split.split == "test", "patient_id"])
     assert {f"prob_{c}" for c in TASK.classes("patient")} <= set(preds.columns)
 
-    rule = aggregate_patient_fold("pn_rule", TASK, str(cohort["sheet"]), str(cohort["split"]), slide.predictions,
-                                  str(tmp_path / "pn.csv"))
+    rule = aggregate_patient_fold(
+        "pn_rule", TASK, str(cohort["sheet"]), str(cohort["split"]), slide.predictions, str(tmp_path / "pn.csv")
+    )
     slides = pd.read_csv(slide.predictions)
     from hmf.tasks import pn_stage
 
@@ -280,8 +319,10 @@ def test_features_standardised_with_training_statistics(cohort, tmp_path):
     train_patients = set(split.loc[split.split == "train", "patient_id"])
     from hmf.features.io import read_features
 
-    train = [read_features(cohort["features"] / "h5_files" / f"{s}.h5")[0]
-             for s in sheet.loc[sheet.patient_id.isin(train_patients), "slide_id"]]
+    train = [
+        read_features(cohort["features"] / "h5_files" / f"{s}.h5")[0]
+        for s in sheet.loc[sheet.patient_id.isin(train_patients), "slide_id"]
+    ]
     mean, std = standardise.fit(train)
     assert torch.allclose(ckpt["feature_mean"], mean) and torch.allclose(ckpt["feature_std"], std)
     everything = [read_features(p)[0] for p in sorted((cohort["features"] / "h5_files").glob("*.h5"))]
@@ -301,14 +342,20 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(cohort, tmp_path)
     full = _train(cohort, tmp_path / "full", model="abmil", training=training)
 
     folder = tmp_path / "killed"
-    script = (
+    # %r writes Python literals into the child's source.
+    script = (  # noqa: UP031
         "import sys, torch; sys.path.insert(0, %r); torch.set_num_threads(1)\n"
         "from test_training import _train, TASK\n"
         "from synthetic import make_cohort\n"
         "from pathlib import Path\n"
         "cohort = {k: Path(v) for k, v in %r.items()}\n"
         "_train(cohort, Path(%r), model='abmil', training=%r)\n"
-    ) % (str(Path(__file__).parent), {k: str(v) for k, v in cohort.items() if k != "frame"}, str(folder), training)
+    ) % (
+        str(Path(__file__).parent),
+        {k: str(v) for k, v in cohort.items() if k != "frame"},
+        str(folder),
+        training,
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent)
     state = folder / "resume_state.pt"
     deadline = time.time() + 120
@@ -324,8 +371,9 @@ def test_sigkill_mid_training_then_rerun_matches_uninterrupted(cohort, tmp_path)
     assert not (folder / "predictions.csv").exists() and not (folder / "checkpoint.pt").exists()
     resumed = _train(cohort, folder, model="abmil", training=training)
     assert Path(resumed.predictions).read_bytes() == Path(full.predictions).read_bytes()
-    pd.testing.assert_frame_equal(pd.read_csv(full.train_log).drop(columns="seconds"),
-                                  pd.read_csv(resumed.train_log).drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(full.train_log).drop(columns="seconds"), pd.read_csv(resumed.train_log).drop(columns="seconds")
+    )
 
 
 @pytest.mark.workflow
@@ -335,8 +383,8 @@ def test_cross_fitted_patient_inputs_on_the_tiny_run(tiny_run, tmp_path):
     import shutil
 
     import yaml
-
     from conftest import run_snakemake
+
     from hmf.training.bags import read_split
 
     workdir = tmp_path / "wf"
@@ -358,5 +406,6 @@ def test_cross_fitted_patient_inputs_on_the_tiny_run(tiny_run, tmp_path):
             else:
                 inner = read_split(r / f"splits/fold_{fold}/{source}.csv")
                 assert inner[patient] == "test"  # the inner model never trained or validated on it
-        assert (r / f"patient/hmf_patient/fold_{fold}/predictions.csv").stat().st_mtime_ns > \
-            (r / f"slide/hmf/fold_{fold}/inner_1/checkpoint.pt").stat().st_mtime_ns
+        assert (r / f"patient/hmf_patient/fold_{fold}/predictions.csv").stat().st_mtime_ns > (
+            r / f"slide/hmf/fold_{fold}/inner_1/checkpoint.pt"
+        ).stat().st_mtime_ns

@@ -10,7 +10,6 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -20,8 +19,20 @@ R = "results/tiny_camelyon17"
 def test_dry_run_and_lint_of_the_default_config(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     dry = run_snakemake(workdir, "-n", "--quiet", "rules")
-    for rule in ("demo_slide", "segment", "patch", "extract_features", "prompts", "encode_text", "splits",
-                 "train_slide", "train_patient", "aggregate_patient", "evaluate", "table"):
+    for rule in (
+        "demo_slide",
+        "segment",
+        "patch",
+        "extract_features",
+        "prompts",
+        "encode_text",
+        "splits",
+        "train_slide",
+        "train_patient",
+        "aggregate_patient",
+        "evaluate",
+        "table",
+    ):
         assert rule in dry.stdout, rule
     lint = run_snakemake(workdir, "--lint", check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -31,8 +42,12 @@ def test_tiny_run_outputs(tiny_run):
     sheet = pd.read_csv(tiny_run / R / "sample_sheet.csv")
     assert len(sheet) == 50 and sheet["patient_id"].nunique() == 10
     for slide in sheet["slide_id"]:
-        for path in (f"masks/{slide}.jpg", f"stitches/{slide}.jpg", f"contours/{slide}.geojson",
-                     f"features/resnet50_trunc/pt_files/{slide}.pt"):
+        for path in (
+            f"masks/{slide}.jpg",
+            f"stitches/{slide}.jpg",
+            f"contours/{slide}.geojson",
+            f"features/resnet50_trunc/pt_files/{slide}.pt",
+        ):
             assert (tiny_run / R / path).stat().st_size > 0, path
         with h5py.File(tiny_run / R / "features/resnet50_trunc/h5_files" / f"{slide}.h5") as fh:
             assert fh["features"].shape[1] == 1024 and fh["features"].shape[0] == fh["coords"].shape[0]
@@ -63,23 +78,38 @@ def test_forcing_one_fold_reruns_only_that_fold(tiny_run, tmp_path):
     outputs = [p for p in (workdir / R).rglob("*") if p.is_file() and p.suffix in (".pt", ".csv", ".json", ".md")]
     before = {p: p.stat().st_mtime_ns for p in outputs}
     target = f"{R}/slide/hmf/fold_1/metrics.json"
-    run_snakemake(workdir, target, "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
-                  "--forcerun", "train_slide")
+    run_snakemake(
+        workdir, target, "--cores", "2", "--configfile", "tests/configs/tiny.yaml", "--forcerun", "train_slide"
+    )
     run_snakemake(workdir, "--cores", "2", "--configfile", "tests/configs/tiny.yaml")
     changed = {str(p.relative_to(workdir / R)) for p in outputs if p.stat().st_mtime_ns != before[p]}
-    retrained = {"slide/hmf/fold_1/checkpoint.pt", "slide/hmf/fold_1/train_log.csv",
-                 "slide/hmf/fold_1/predictions.csv", "slide/hmf/fold_1/embeddings.pt",
-                 "slide/hmf/fold_1/metrics.json"}
+    retrained = {
+        "slide/hmf/fold_1/checkpoint.pt",
+        "slide/hmf/fold_1/train_log.csv",
+        "slide/hmf/fold_1/predictions.csv",
+        "slide/hmf/fold_1/embeddings.pt",
+        "slide/hmf/fold_1/metrics.json",
+    }
     # Downstream of fold 1's HMF: its patient models, their evaluations, and the tables. Snakemake
     # skips those whose inputs were rewritten with identical content (training is deterministic,
     # so fold 1's predictions and metrics come out the same; its embeddings file does not, as
     # torch.save stamps each file with a random id).
-    downstream = {"patient/hmf_patient/fold_1/checkpoint.pt", "patient/hmf_patient/fold_1/train_log.csv",
-                  "patient/hmf_patient/fold_1/predictions.csv", "patient/hmf_patient/fold_1/metrics.json",
-                  "patient/pn_rule/fold_1/predictions.csv", "patient/pn_rule/fold_1/metrics.json",
-                  "tables/slide.csv", "tables/slide.md", "tables/patient.csv", "tables/patient.md",
-                  "tables/slide_comparison.csv", "tables/slide_comparison.md",
-                  "tables/patient_comparison.csv", "tables/patient_comparison.md"}
+    downstream = {
+        "patient/hmf_patient/fold_1/checkpoint.pt",
+        "patient/hmf_patient/fold_1/train_log.csv",
+        "patient/hmf_patient/fold_1/predictions.csv",
+        "patient/hmf_patient/fold_1/metrics.json",
+        "patient/pn_rule/fold_1/predictions.csv",
+        "patient/pn_rule/fold_1/metrics.json",
+        "tables/slide.csv",
+        "tables/slide.md",
+        "tables/patient.csv",
+        "tables/patient.md",
+        "tables/slide_comparison.csv",
+        "tables/slide_comparison.md",
+        "tables/patient_comparison.csv",
+        "tables/patient_comparison.md",
+    }
     assert retrained <= changed, retrained - changed
     assert changed <= retrained | downstream, changed - (retrained | downstream)
     assert "patient/hmf_patient/fold_1/checkpoint.pt" in changed  # the new embeddings retrain it
@@ -110,14 +140,16 @@ def test_bad_sample_sheet_fails_before_any_job(tmp_path):
     (workdir / "slides").mkdir()
     (workdir / "slides" / "a.svs").write_bytes(b"x")
     (workdir / "sheet.csv").write_text(
-        "slide_id,patient_id,path,patient_label\n"
-        "s1,p1,slides/a.svs,IDC\n"
-        "s2,p2,slides/missing.svs,ILC\n"
+        "slide_id,patient_id,path,patient_label\ns1,p1,slides/a.svs,IDC\ns2,p2,slides/missing.svs,ILC\n"
     )
-    (workdir / "user.yaml").write_text(yaml.safe_dump({
-        "dataset": {"name": "user", "task": "tcga_brca", "format": "generic", "sample_sheet": "sheet.csv"},
-        "splits": {"k": 2},
-    }))
+    (workdir / "user.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"name": "user", "task": "tcga_brca", "format": "generic", "sample_sheet": "sheet.csv"},
+                "splits": {"k": 2},
+            }
+        )
+    )
     proc = run_snakemake(workdir, "-n", "--configfile", "user.yaml", check=False)
     assert proc.returncode != 0
     assert "sheet.csv line 3: slide s2: file not found" in proc.stdout + proc.stderr

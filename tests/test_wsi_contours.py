@@ -19,7 +19,7 @@ def signed_area(ring):
 
 def test_round_trip_with_holes_and_orientation(tmp_path):
     outer = np.array([[0, 0], [0, 100], [100, 100], [100, 0]], dtype=np.int64)  # one winding
-    hole = np.array([[10, 10], [20, 10], [20, 20], [10, 20]], dtype=np.int64)    # the other
+    hole = np.array([[10, 10], [20, 10], [20, 20], [10, 20]], dtype=np.int64)  # the other
     write_contours(tmp_path / "c.geojson", [Tissue(outer, [hole])], "s1")
     data = json.loads((tmp_path / "c.geojson").read_text())
     rings = data["features"][0]["geometry"]["coordinates"]
@@ -35,11 +35,18 @@ def test_round_trip_with_holes_and_orientation(tmp_path):
 def test_reads_qupath_multipolygons_and_skips_other_geometries(tmp_path):
     square = [[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]]
     shifted = [[p[0] + 100, p[1]] for p in square]
-    (tmp_path / "q.geojson").write_text(json.dumps([
-        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [[square], [shifted]]},
-         "properties": {"objectType": "annotation"}},
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {}},
-    ]))
+    (tmp_path / "q.geojson").write_text(
+        json.dumps(
+            [
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "MultiPolygon", "coordinates": [[square], [shifted]]},
+                    "properties": {"objectType": "annotation"},
+                },
+                {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {}},
+            ]
+        )
+    )
     tissues = read_contours(tmp_path / "q.geojson")
     assert len(tissues) == 2 and tissues[1].contour[:, 0].min() == 100
 

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from hmf.wsi.contours_io import read_contours
-from hmf.wsi.patching import (PatchGeometry, contour_patches, passes_contour, read_coords,
-                              resolve_geometry)
+from hmf.wsi.patching import PatchGeometry, contour_patches, passes_contour, read_coords, resolve_geometry
 from hmf.wsi.presets import PatchingParams
 from hmf.wsi.qc import write_qc_summary
 from hmf.wsi.segmentation import Tissue, as_cv
@@ -24,15 +23,23 @@ def box(x0, y0, x1, y1):
 
 
 def geometry(ps=256, step=256):
-    return PatchGeometry(patch_level=0, patch_size=ps, ref_size=(ps, ps), step=(step, step),
-                         downsample=(1.0, 1.0), level_dim=(1000, 1000), mpp=None, patch_size_um=None)
+    return PatchGeometry(
+        patch_level=0,
+        patch_size=ps,
+        ref_size=(ps, ps),
+        step=(step, step),
+        downsample=(1.0, 1.0),
+        level_dim=(1000, 1000),
+        mpp=None,
+        patch_size_um=None,
+    )
 
 
 def test_contour_tests_any_all_centre_corner():
     corner = np.array([0, 0])
     # Patch 256: centre (128, 128), four points at +-64: (64, 64), (192, 192), (192, 64), (64, 192).
     only_one_point = as_cv(box(50, 50, 80, 80))
-    assert passes_contour(only_one_point, corner, 256, "four_pt")          # any of the four
+    assert passes_contour(only_one_point, corner, 256, "four_pt")  # any of the four
     assert not passes_contour(only_one_point, corner, 256, "four_pt_hard")
     assert not passes_contour(only_one_point, corner, 256, "center")
     assert not passes_contour(only_one_point, corner, 256, "basic")
@@ -81,8 +88,17 @@ def test_real_slide_patches_inside_tissue_on_grid_with_clam_attributes(aperio_sl
     assert n == len(coords) > 20
     with h5py.File(tmp_path / "p.h5") as fh:
         assert fh["coords"].dtype == np.int64
-        for key in ("patch_size", "patch_level", "downsample", "downsampled_level_dim", "level_dim", "name",
-                    "save_path", "mpp", "patch_size_um"):
+        for key in (
+            "patch_size",
+            "patch_level",
+            "downsample",
+            "downsampled_level_dim",
+            "level_dim",
+            "name",
+            "save_path",
+            "mpp",
+            "patch_size_um",
+        ):
             assert key in fh["coords"].attrs, key
     assert attrs["patch_size"] == 256 and attrs["patch_level"] == 0 and attrs["name"] == "cmu"
     assert attrs["patch_size_um"] == pytest.approx(256 * 0.499)
@@ -111,8 +127,10 @@ def test_mpp_mode_without_resolution_names_the_slide(tumour_image, tmp_path):
     assert slide.mpp is None
     with pytest.raises(SlideError, match="png_region.*no mpp"):
         resolve_geometry(slide, PatchingParams(mode="mpp", target_mpp=0.5))
-    assert resolve_geometry(open_slide(tumour_image, mpp=0.5),
-                            PatchingParams(mode="mpp", target_mpp=0.5)).patch_size == 256
+    assert (
+        resolve_geometry(open_slide(tumour_image, mpp=0.5), PatchingParams(mode="mpp", target_mpp=0.5)).patch_size
+        == 256
+    )
 
 
 def test_slide_without_tissue_gets_an_empty_coords_file_and_a_qc_flag(aperio_slide, tmp_path):
@@ -121,15 +139,33 @@ def test_slide_without_tissue_gets_an_empty_coords_file_and_a_qc_flag(aperio_sli
     cfg = {"preset": "bwh_biopsy"}
     out = {}
     for sid, path in (("blank", blank), ("cmu", aperio_slide)):
-        run_segmentation(path, sid, cfg, tmp_path / f"{sid}.geojson", tmp_path / f"{sid}.jpg",
-                         tmp_path / f"{sid}.json", mpp=0.5 if sid == "blank" else None)
-        out[sid] = run_patching(path, sid, cfg, tmp_path / f"{sid}.geojson", tmp_path / f"{sid}.h5",
-                                tmp_path / f"{sid}_stitch.jpg", mpp=0.5 if sid == "blank" else None)
+        run_segmentation(
+            path,
+            sid,
+            cfg,
+            tmp_path / f"{sid}.geojson",
+            tmp_path / f"{sid}.jpg",
+            tmp_path / f"{sid}.json",
+            mpp=0.5 if sid == "blank" else None,
+        )
+        out[sid] = run_patching(
+            path,
+            sid,
+            cfg,
+            tmp_path / f"{sid}.geojson",
+            tmp_path / f"{sid}.h5",
+            tmp_path / f"{sid}_stitch.jpg",
+            mpp=0.5 if sid == "blank" else None,
+        )
     assert out["blank"] == 0 and out["cmu"] > 0
     with h5py.File(tmp_path / "blank.h5") as fh:
         assert fh["coords"].shape == (0, 2) and fh["coords"].attrs["patch_size"] == 256
-    frame = write_qc_summary(tmp_path / "qc" / "summary.csv", ["blank", "cmu"],
-                             [tmp_path / "blank.json", tmp_path / "cmu.json"], [tmp_path / "blank.h5", tmp_path / "cmu.h5"])
+    frame = write_qc_summary(
+        tmp_path / "qc" / "summary.csv",
+        ["blank", "cmu"],
+        [tmp_path / "blank.json", tmp_path / "cmu.json"],
+        [tmp_path / "blank.h5", tmp_path / "cmu.h5"],
+    )
     assert frame["no_tissue"].tolist() == [True, False]
     assert frame.loc[1, "n_patches"] == out["cmu"] and frame.loc[0, "tissue_area_mm2"] == 0
     assert (tmp_path / "qc" / "summary.csv").read_text().startswith("slide_id,tissue_area_mm2,n_contours")

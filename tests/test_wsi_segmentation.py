@@ -29,12 +29,13 @@ def test_area_filter_is_in_units_of_a_512_level0_patch_at_the_mask_scale():
     # At a 4x downsampled mask one reference patch is 128 x 128 = 16384 px.
     assert reference_area(params, (4.0, 4.0)) == 16384
     assert len(tissue_from_mask(mask, SegmentationParams(a_t=5), (4.0, 4.0))) == 1  # 81920 < 90000
-    assert tissue_from_mask(mask, SegmentationParams(a_t=6), (4.0, 4.0)) == []      # 98304 > 90000
+    assert tissue_from_mask(mask, SegmentationParams(a_t=6), (4.0, 4.0)) == []  # 98304 > 90000
 
 
 def test_holes_largest_first_limited_by_count_and_area_and_subtracted_from_tissue():
-    mask = square_mask(squares=[(100, 100, 1101, 1101)],
-                       holes=[(200, 200, 401, 401), (600, 600, 701, 701), (900, 900, 906, 906)])
+    mask = square_mask(
+        squares=[(100, 100, 1101, 1101)], holes=[(200, 200, 401, 401), (600, 600, 701, 701), (900, 900, 906, 906)]
+    )
     ds = (1.0, 1.0)
     tissues = tissue_from_mask(mask, SegmentationParams(a_t=1, a_h=0.01, max_n_holes=8), ds)
     assert len(tissues) == 1
@@ -92,8 +93,8 @@ def test_real_slide_tissue_found_with_plausible_area(aperio_slide):
     assert slide.mpp == pytest.approx(0.499)
     seg = segment_slide(slide, resolve_preprocessing({"preset": "bwh_biopsy"}).segmentation)
     assert len(seg.tissues) >= 1 and seg.source == "level 0"
-    area_mm2 = seg.tissue_area_px() * slide.mpp ** 2 / 1e6
-    slide_mm2 = 2220 * 2967 * 0.499 ** 2 / 1e6
+    area_mm2 = seg.tissue_area_px() * slide.mpp**2 / 1e6
+    slide_mm2 = 2220 * 2967 * 0.499**2 / 1e6
     # The biopsy strip covers roughly a third of this field of view.
     assert 0.2 * slide_mm2 < area_mm2 < 0.7 * slide_mm2
     for t in seg.tissues:

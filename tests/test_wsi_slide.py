@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hmf.wsi.segmentation import segment_slide
 from hmf.wsi.presets import SegmentationParams
+from hmf.wsi.segmentation import segment_slide
 from hmf.wsi.slide import SlideError, mpp_from_properties, open_slide
 
 
@@ -22,7 +22,9 @@ def test_real_slide_geometry_and_mpp(aperio_slide):
 
 
 def test_mpp_from_tiff_resolution_tags():
-    assert mpp_from_properties({"tiff.ResolutionUnit": "centimeter", "tiff.XResolution": "40000"}) == pytest.approx(0.25)
+    assert mpp_from_properties({"tiff.ResolutionUnit": "centimeter", "tiff.XResolution": "40000"}) == pytest.approx(
+        0.25
+    )
     assert mpp_from_properties({"tiff.ResolutionUnit": "inch", "tiff.XResolution": "72"}) is None  # placeholder dpi
     assert mpp_from_properties({}) is None
 

@@ -44,17 +44,29 @@ rule all:
 def test_preprocess_rules_end_to_end(aperio_slide, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (600, 500), (246, 246, 246)).save(blank)
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(
-        src=str(ROOT / "src"), rules=str(ROOT / "rules" / "preprocess.smk"),
-        helpers=str(ROOT / "rules" / "slide_helpers.smk"),
-        slides={"cmu": str(aperio_slide), "blank": str(blank)}, mpp={"blank": 0.5}))
+    (tmp_path / "Snakefile").write_text(
+        SNAKEFILE.format(
+            src=str(ROOT / "src"),
+            rules=str(ROOT / "rules" / "preprocess.smk"),
+            helpers=str(ROOT / "rules" / "slide_helpers.smk"),
+            slides={"cmu": str(aperio_slide), "blank": str(blank)},
+            mpp={"blank": 0.5},
+        )
+    )
     (tmp_path / "config.yaml").write_text(
         "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 512, step_size: 512}}\n"
-        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1}\n")
+        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1}\n"
+    )
     snakemake = Path(sys.executable).parent / "snakemake"
     cmd = [str(snakemake), "--cores", "2", "--configfile", "config.yaml", "--quiet", "all"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary = pd.read_csv(tmp_path / "results/t/qc/summary.csv").set_index("slide_id")
     assert bool(summary.loc["blank", "no_tissue"]) and summary.loc["blank", "n_patches"] == 0

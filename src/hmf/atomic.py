@@ -14,8 +14,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PART_MARK = ".part"
 # tempfile.mkstemp's random part: 8 characters of [a-z0-9_].

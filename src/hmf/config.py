@@ -152,28 +152,39 @@ def _init_params(module: str, class_name: str) -> frozenset[str] | None:
 def _accepted_from_source() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
     """What :func:`accepted_model_params` returns, read from the sources with ``ast``."""
     registry = _module_tree("registry")
-    imported = {alias.asname or alias.name: f"{node.module.rsplit('.', 1)[-1]}.{alias.name}"
-                for node in registry.body if isinstance(node, ast.ImportFrom)
-                and (node.module or "").startswith("hmf.models.") for alias in node.names}
+    imported = {
+        alias.asname or alias.name: f"{node.module.rsplit('.', 1)[-1]}.{alias.name}"
+        for node in registry.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hmf.models.")
+        for alias in node.names
+    }
     recipe = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_recipe")
     returned = next(n.value for n in ast.walk(recipe) if isinstance(n, ast.Return))
     recipe_keys = frozenset(ast.literal_eval(k) for k in returned.keys)
     model_kwargs = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_model_kwargs")
-    excluded = next(ast.literal_eval(n) for n in ast.walk(model_kwargs)
-                    if isinstance(n, ast.Set) and any(getattr(e, "value", None) == "self" for e in n.elts))
+    excluded = next(
+        ast.literal_eval(n)
+        for n in ast.walk(model_kwargs)
+        if isinstance(n, ast.Set) and any(getattr(e, "value", None) == "self" for e in n.elts)
+    )
     optim = _module_tree("optim")
     sections = {key: frozenset(ast.literal_eval(_assigned(optim, const))) for key, const in _SECTION_KEYS.items()}
     accepted = {}
     for level, table in (("slide", "_SLIDE_CLASSES"), ("patient", "_PATIENT_CLASSES")):
         # The name -> class table is a dict display (with comprehensions): evaluate it with
         # each imported class standing for its "module.Class" name.
-        classes = eval(compile(ast.Expression(_assigned(registry, table)), "registry", "eval"),  # noqa: S307
-                       {"__builtins__": {}, **imported})
+        classes = eval(
+            compile(ast.Expression(_assigned(registry, table)), "registry", "eval"),  # noqa: S307
+            {"__builtins__": {}, **imported},
+        )
         accepted[level] = {}
         for name, where in classes.items():
             params = _init_params(*where.split("."))
-            accepted[level][name] = {"recipe": recipe_keys, "model": None if params is None else params - excluded,
-                                     **sections}
+            accepted[level][name] = {
+                "recipe": recipe_keys,
+                "model": None if params is None else params - excluded,
+                **sections,
+            }
     return accepted
 
 
@@ -205,8 +216,10 @@ def _accepted_from_registry() -> dict[str, dict[str, dict[str, frozenset[str] | 
 
     sections = {"optimizer": frozenset(optim.OPTIMIZER_KEYS), "scheduler": frozenset(optim.SCHEDULER_KEYS)}
     return {
-        level: {name: {"recipe": frozenset(registry.training_defaults(name, level)), "model": params(cls), **sections}
-                for name, cls in classes.items()}
+        level: {
+            name: {"recipe": frozenset(registry.training_defaults(name, level)), "model": params(cls), **sections}
+            for name, cls in classes.items()
+        }
         for level, classes in (("slide", registry._SLIDE_CLASSES), ("patient", registry._PATIENT_CLASSES))
     }
 
@@ -222,21 +235,27 @@ def check_model_params(config: dict) -> None:
         for name, overrides in (models.get(f"{level}_params") or {}).items():
             accepted = accepted or accepted_model_params()
             if name not in accepted[level]:
-                lines.append(f"config key {section}.{name}: no {level} model of that name "
-                             f"(models: {', '.join(sorted(accepted[level]))})")
+                lines.append(
+                    f"config key {section}.{name}: no {level} model of that name "
+                    f"(models: {', '.join(sorted(accepted[level]))})"
+                )
                 continue
             keys = accepted[level][name]
             for key, value in (overrides or {}).items():
                 if key not in keys["recipe"]:
-                    lines.append(f"config key {section}.{name}.{key}: unknown key "
-                                 f"(allowed here: {', '.join(sorted(keys['recipe']))})")
+                    lines.append(
+                        f"config key {section}.{name}.{key}: unknown key "
+                        f"(allowed here: {', '.join(sorted(keys['recipe']))})"
+                    )
                 elif key in ("model", *_SECTION_KEYS):
                     if not isinstance(value, dict):
                         lines.append(f"config key {section}.{name}.{key}: must be a mapping of keys to values")
                         continue
                     allowed = keys[key]
                     for sub in sorted(set(value) - (allowed if allowed is not None else set(value))):
-                        lines.append(f"config key {section}.{name}.{key}.{sub}: unknown key "
-                                     f"(allowed here: {', '.join(sorted(allowed))})")
+                        lines.append(
+                            f"config key {section}.{name}.{key}.{sub}: unknown key "
+                            f"(allowed here: {', '.join(sorted(allowed))})"
+                        )
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

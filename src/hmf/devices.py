@@ -85,7 +85,7 @@ class VisibleDevices:
 
 
 # Lock descriptors held by this process: closed in fork children, which must not hold the card.
-_HELD: dict[int, "DeviceClaim"] = {}
+_HELD: dict[int, DeviceClaim] = {}
 
 
 @dataclass
@@ -126,7 +126,7 @@ class DeviceClaim:
             self._fd = None
             log.info("released %s (lock %s)", self.device, self.lock_path)
 
-    def __enter__(self) -> "DeviceClaim":
+    def __enter__(self) -> DeviceClaim:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -371,7 +371,10 @@ def claim_device(
             _HELD[fd] = claim
             log.info(
                 "claimed %s (physical GPU %s%s, lock %s) after %.1f s",
-                claim.device, physical_id, ", simulated" if visible.simulated else "", path,
+                claim.device,
+                physical_id,
+                ", simulated" if visible.simulated else "",
+                path,
                 time.monotonic() - started,
             )
             return claim

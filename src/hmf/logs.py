@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 def _log_uncaught(previous):
     def hook(exc_type, exc, tb):
         if not issubclass(exc_type, KeyboardInterrupt):
-            logging.getLogger("hmf").critical("job failed: %s: %s", exc_type.__name__, exc,
-                                              exc_info=(exc_type, exc, tb))
+            logging.getLogger("hmf").critical(
+                "job failed: %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb)
+            )
             for handler in logging.getLogger().handlers:
                 handler.flush()
         previous(exc_type, exc, tb)

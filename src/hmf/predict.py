@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,10 @@ STD_PREFIX = "std_"
 
 # -- the sheet of new slides --------------------------------------------------------------------
 
-def load_predict_sheet(csv_path: str | os.PathLike, known_slide_ids: Sequence[str] = (),
-                       check_files: bool = True) -> pd.DataFrame:
+
+def load_predict_sheet(
+    csv_path: str | os.PathLike, known_slide_ids: Sequence[str] = (), check_files: bool = True
+) -> pd.DataFrame:
     """The unlabelled sample sheet: ``slide_id, patient_id, path`` and optionally ``node, mpp``
     (label columns, if present, are ignored: nothing here is scored). Slide ids must be safe
     file names and unique, also against the training sheet's ``known_slide_ids`` (the two share
@@ -43,16 +45,20 @@ def load_predict_sheet(csv_path: str | os.PathLike, known_slide_ids: Sequence[st
     if frame.empty:
         raise SampleSheetError(f"{source}: no slides")
     known = set(known_slide_ids)
-    for i, row in frame.iterrows():
+    for _, row in frame.iterrows():
         where = f"{source} line {int(row['line'])}" if "line" in frame else source
         for column in ("slide_id", "patient_id"):
             value = row[column]
             if not value or not SAFE_NAME.match(value) or ".." in value:
-                raise SampleSheetError(f"{where}: {column} {value!r} is not a safe file name "
-                                       f"(letters, digits, '._+()-'; no '/', '\\' or '..')")
+                raise SampleSheetError(
+                    f"{where}: {column} {value!r} is not a safe file name "
+                    f"(letters, digits, '._+()-'; no '/', '\\' or '..')"
+                )
         if row["slide_id"] in known:
-            raise SampleSheetError(f"{where}: slide id {row['slide_id']!r} is also in the training sample sheet; "
-                                   f"slide ids must be unique across both sheets")
+            raise SampleSheetError(
+                f"{where}: slide id {row['slide_id']!r} is also in the training sample sheet; "
+                f"slide ids must be unique across both sheets"
+            )
         if check_files and not Path(row["path"]).is_file():
             raise SampleSheetError(f"{where}: slide {row['slide_id']}: file not found: {row['path']}")
     duplicated = frame.loc[frame["slide_id"].duplicated(), "slide_id"]
@@ -64,6 +70,7 @@ def load_predict_sheet(csv_path: str | os.PathLike, known_slide_ids: Sequence[st
 
 
 # -- slide models --------------------------------------------------------------------------------
+
 
 def _ensemble_frame(ids, probs: np.ndarray, classes: Sequence[str], extra: dict | None = None) -> pd.DataFrame:
     """Mean over folds (axis 0 of ``probs``: (K, n, C)), its arg-max and the std over folds."""
@@ -88,9 +95,17 @@ def _fold_frame(ids, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def predict_slides(task: Task, sheet_csv, features_dir, checkpoints: Sequence[str | os.PathLike],
-                   out_predictions, out_folds, out_embeddings, text_bank: str | None = None,
-                   device: str = "cpu") -> pd.DataFrame:
+def predict_slides(
+    task: Task,
+    sheet_csv,
+    features_dir,
+    checkpoints: Sequence[str | os.PathLike],
+    out_predictions,
+    out_folds,
+    out_embeddings,
+    text_bank: str | None = None,
+    device: str = "cpu",
+) -> pd.DataFrame:
     """Slide predictions of the K fold checkpoints of one slide model for the new slides.
 
     Writes the ensemble (``out_predictions``: id, patient_id, pred_label, prob_*, std_*, folds),
@@ -144,12 +159,20 @@ def predict_slides(task: Task, sheet_csv, features_dir, checkpoints: Sequence[st
     write_csv(out_predictions, frame)
     write_csv(out_folds, _fold_frame(slides, probs, classes))
     with atomic_path(out_embeddings) as tmp:
-        torch.save({"slide_ids": list(slides), "embeddings": torch.from_numpy(np.stack(fold_embeddings)).float(),
-                    "probs": torch.from_numpy(probs).float(), "classes": classes}, tmp)
+        torch.save(
+            {
+                "slide_ids": list(slides),
+                "embeddings": torch.from_numpy(np.stack(fold_embeddings)).float(),
+                "probs": torch.from_numpy(probs).float(),
+                "classes": classes,
+            },
+            tmp,
+        )
     return frame
 
 
 # -- patient models ------------------------------------------------------------------------------
+
 
 def _patient_inputs(sheet: pd.DataFrame, slide_ids: list[str], embeddings: torch.Tensor) -> dict[str, dict]:
     """Per patient, the model inputs (slides with patches in node order) as in training."""
@@ -167,8 +190,16 @@ def _patient_inputs(sheet: pd.DataFrame, slide_ids: list[str], embeddings: torch
     return inputs
 
 
-def predict_patients(method: str, task: Task, sheet_csv, slide_embeddings, checkpoints: Sequence[str | os.PathLike],
-                     out_predictions, out_folds, device: str = "cpu") -> pd.DataFrame:
+def predict_patients(
+    method: str,
+    task: Task,
+    sheet_csv,
+    slide_embeddings,
+    checkpoints: Sequence[str | os.PathLike],
+    out_predictions,
+    out_folds,
+    device: str = "cpu",
+) -> pd.DataFrame:
     """Patient predictions of one patient model, fold by fold on the source slide model's
     embeddings (or predicted slide labels / probabilities for ``pn_rule`` / ``mean_prob``) of
     the same fold; the ensemble is the mean over folds, with its std and the per-fold rows."""
@@ -231,6 +262,7 @@ def _patient_slides(sheet: pd.DataFrame, slide_ids: list[str]) -> dict[str, list
 
 # -- the CAMELYON17 submission ----------------------------------------------------------------
 
+
 def camelyon17_submission(sheet_csv, patient_predictions, slide_predictions, out_csv) -> pd.DataFrame:
     """The challenge's file: header ``patient,stage``; per patient (sorted) a row
     ``patient_XXX.zip,<pN stage>`` followed by one row per node ``patient_XXX_node_Y.tif,<label>``.
@@ -239,17 +271,21 @@ def camelyon17_submission(sheet_csv, patient_predictions, slide_predictions, out
     none of whose slides has patches ``pN0``, both with a warning in the log.
     """
     sheet = read_sample_sheet(sheet_csv)
-    patients = pd.read_csv(patient_predictions, dtype={"id": str}, keep_default_na=False,
-                           na_values=[""]).set_index("id")["pred_label"]
-    slides = pd.read_csv(slide_predictions, dtype={"id": str}, keep_default_na=False,
-                         na_values=[""]).set_index("id")["pred_label"]
+    patients = pd.read_csv(patient_predictions, dtype={"id": str}, keep_default_na=False, na_values=[""]).set_index(
+        "id"
+    )["pred_label"]
+    slides = pd.read_csv(slide_predictions, dtype={"id": str}, keep_default_na=False, na_values=[""]).set_index("id")[
+        "pred_label"
+    ]
     rows = []
     for patient, group in sheet.groupby("patient_id", sort=True):
         if not CAMELYON_PATIENT_ID.match(patient):
             raise ValueError(f"{sheet_csv}: patient id {patient!r} is not a CAMELYON17 id (patient_<number>)")
         if group["node"].isna().any():
-            raise ValueError(f"{sheet_csv}: patient {patient}: slide(s) "
-                             f"{list(group.loc[group['node'].isna(), 'slide_id'])} without a node number")
+            raise ValueError(
+                f"{sheet_csv}: patient {patient}: slide(s) "
+                f"{list(group.loc[group['node'].isna(), 'slide_id'])} without a node number"
+            )
         stage = patients.get(patient)
         if stage is None:
             log.warning("patient %s: no prediction (no slide with patches): written as pN0", patient)
@@ -268,7 +304,9 @@ def camelyon17_submission(sheet_csv, patient_predictions, slide_predictions, out
     return frame
 
 
-def write_predict_sheet(csv_path, out_csv, known_slide_ids: Sequence[str] = (), check_files: bool = True) -> pd.DataFrame:
+def write_predict_sheet(
+    csv_path, out_csv, known_slide_ids: Sequence[str] = (), check_files: bool = True
+) -> pd.DataFrame:
     frame = load_predict_sheet(csv_path, known_slide_ids, check_files)
     write_sample_sheet(frame, out_csv)
     return frame

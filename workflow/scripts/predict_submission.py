@@ -1,4 +1,5 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.logs import setup_logging
 from hmf.predict import camelyon17_submission
 

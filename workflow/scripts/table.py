@@ -1,4 +1,5 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.evaluation.tables import write_level_table
 from hmf.logs import setup_logging
 
@@ -8,7 +9,7 @@ models, folds = snakemake.params.models, snakemake.params.folds
 
 def by_model(paths):
     paths = list(paths)
-    return {model: paths[i * len(folds):(i + 1) * len(folds)] for i, model in enumerate(models)}
+    return {model: paths[i * len(folds) : (i + 1) * len(folds)] for i, model in enumerate(models)}
 
 
 write_level_table(

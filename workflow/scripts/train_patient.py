@@ -1,13 +1,14 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
+
 from hmf.logs import progress_stream, setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 
-from hmf.tasks import get_task  # noqa: E402
-from hmf.devices import claim_device  # noqa: E402
-from hmf.training.patient import train_patient_fold  # noqa: E402
-
 import torch  # noqa: E402
+
+from hmf.devices import claim_device  # noqa: E402
+from hmf.tasks import get_task  # noqa: E402
+from hmf.training.patient import train_patient_fold  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 out = snakemake.output

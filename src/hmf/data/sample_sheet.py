@@ -78,7 +78,9 @@ def load_generic(csv_path: str | Path) -> pd.DataFrame:
     if unknown:
         raise SampleSheetError(f"{csv_path}: unknown column(s) {sorted(unknown)}; allowed: {COLUMNS}")
     frame["line"] = range(2, len(frame) + 2)
-    for line, mpp, node in zip(frame["line"], frame.get("mpp", [""] * len(frame)), frame.get("node", [""] * len(frame))):
+    for line, mpp, node in zip(
+        frame["line"], frame.get("mpp", [""] * len(frame)), frame.get("node", [""] * len(frame))
+    ):
         if mpp not in ("", None):
             try:
                 value = float(mpp)
@@ -88,9 +90,7 @@ def load_generic(csv_path: str | Path) -> pd.DataFrame:
                 raise SampleSheetError(f"{csv_path} line {line}: mpp {mpp!r} {MPP_RANGE}")
         if node not in ("", None) and not str(node).isdigit():
             raise SampleSheetError(f"{csv_path} line {line}: node {node!r} is not a whole number")
-    frame["path"] = [
-        str(p if Path(p).is_absolute() or not p else csv_path.parent / p) for p in frame["path"]
-    ]
+    frame["path"] = [str(p if Path(p).is_absolute() or not p else csv_path.parent / p) for p in frame["path"]]
     frame.attrs["source"] = str(csv_path)
     return _normalise(frame)
 
@@ -113,14 +113,16 @@ def load_camelyon17(stage_labels: str | Path, slide_dir: str | Path) -> pd.DataF
         if match := CAMELYON_PATIENT.match(name):
             patients[match.group(1)] = stage
         elif match := CAMELYON_SLIDE.match(name):
-            slides.append({
-                "slide_id": name[: -len(".tif")],
-                "patient_id": match.group(1),
-                "node": match.group(2),
-                "path": str(found.get(name, slide_dir / name)),
-                "slide_label": stage,
-                "line": line,
-            })
+            slides.append(
+                {
+                    "slide_id": name[: -len(".tif")],
+                    "patient_id": match.group(1),
+                    "node": match.group(2),
+                    "path": str(found.get(name, slide_dir / name)),
+                    "slide_label": stage,
+                    "line": line,
+                }
+            )
         else:
             raise SampleSheetError(
                 f"{stage_labels} line {line}: {name!r} is neither a patient ('patient_000.zip') "
@@ -158,8 +160,14 @@ def load_tcga(slide_dir: str | Path, label_csv: str | Path) -> pd.DataFrame:
         patient = match.group(1)
         if patient not in by_patient:
             raise SampleSheetError(f"{path}: patient {patient} has no row in {label_csv}")
-        rows.append({"slide_id": path.name[: -len(path.suffix)], "patient_id": patient,
-                     "path": str(path), "patient_label": by_patient[patient]})
+        rows.append(
+            {
+                "slide_id": path.name[: -len(path.suffix)],
+                "patient_id": patient,
+                "path": str(path),
+                "patient_label": by_patient[patient],
+            }
+        )
     if not rows:
         raise SampleSheetError(f"{slide_dir}: no slide files ({', '.join(SLIDE_SUFFIXES)})")
     frame = pd.DataFrame(rows)
@@ -197,11 +205,14 @@ def check_labelled(frame: pd.DataFrame) -> None:
     for column, what in (("patient_label", "patient label"), ("slide_label", "slide label")):
         unlabelled = frame.index[frame[column] == ""]
         if len(unlabelled):
-            raise SampleSheetError(f"{_where(frame, unlabelled[0])}: slide {frame.at[unlabelled[0], 'slide_id']} has no {what}")
+            raise SampleSheetError(
+                f"{_where(frame, unlabelled[0])}: slide {frame.at[unlabelled[0], 'slide_id']} has no {what}"
+            )
 
 
-def validate_sample_sheet(frame: pd.DataFrame, task: Task, check_files: bool = True,
-                          require_labels: bool = True) -> pd.DataFrame:
+def validate_sample_sheet(
+    frame: pd.DataFrame, task: Task, check_files: bool = True, require_labels: bool = True
+) -> pd.DataFrame:
     """Check a normalised sheet against the task; fill labels that follow from others.
 
     ``require_labels=False`` accepts slides without labels (enough to preprocess them); the
@@ -323,8 +334,11 @@ def write_sample_sheet(frame: pd.DataFrame, path: str | Path) -> None:
 
 def read_sample_sheet(path: str | Path) -> pd.DataFrame:
     """Read a sheet written by :func:`write_sample_sheet` (the workflow's own copy)."""
-    frame = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "slide_label": str, "patient_label": str},
-                        keep_default_na=False)
+    frame = pd.read_csv(
+        path,
+        dtype={"slide_id": str, "patient_id": str, "slide_label": str, "patient_label": str},
+        keep_default_na=False,
+    )
     frame["node"] = pd.to_numeric(frame["node"].replace("", None), errors="coerce").astype("Int64")
     frame["mpp"] = pd.to_numeric(frame["mpp"].replace("", None), errors="coerce")
     return frame

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -144,7 +144,9 @@ def split_files(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -
             found.sort()
             numbers = [n for n, _ in found]
             if numbers != list(range(len(found))):
-                raise ValueError(f"split files in {root} must be numbered fold_0.csv .. fold_{len(found) - 1}.csv, found {numbers}")
+                raise ValueError(
+                    f"split files in {root} must be numbered fold_0.csv .. fold_{len(found) - 1}.csv, found {numbers}"
+                )
             return [p for _, p in found]
         paths = [root]
     else:
@@ -223,7 +225,9 @@ def make_split_files(
     if files:
         folds = load_splits(files, patients)
         if len(folds) != k:
-            raise ValueError(f"splits.files holds {len(folds)} fold file(s) but splits.k is {k}; set splits.k to {len(folds)}")
+            raise ValueError(
+                f"splits.files holds {len(folds)} fold file(s) but splits.k is {k}; set splits.k to {len(folds)}"
+            )
         log.info("using %d user-supplied split files", len(folds))
     else:
         folds = make_splits(patients, k=k, val_fraction=val_fraction, seed=seed)

@@ -61,7 +61,7 @@ class Blob:
         t = np.arctan2(v, u)
         return 1.0 - np.hypot(u, v) / self._wave(t)
 
-    def contains(self, other: "Blob", margin: float = 0.0) -> bool:
+    def contains(self, other: Blob, margin: float = 0.0) -> bool:
         """True when every outline vertex of ``other`` lies inside, ``margin`` (relative) deep."""
         return bool((self.depth(other.polygon()) > margin).all())
 
@@ -80,10 +80,10 @@ class Blob:
         poly = self.polygon()
         return float(poly[:, 0].min()), float(poly[:, 1].min()), float(poly[:, 0].max()), float(poly[:, 1].max())
 
-    def moved(self, dx: float, dy: float) -> "Blob":
+    def moved(self, dx: float, dy: float) -> Blob:
         return Blob(self.cx + dx, self.cy + dy, self.rx, self.ry, self.angle, self.harmonics)
 
-    def scaled(self, factor: float) -> "Blob":
+    def scaled(self, factor: float) -> Blob:
         return Blob(self.cx, self.cy, self.rx * factor, self.ry * factor, self.angle, self.harmonics)
 
 
@@ -96,8 +96,16 @@ def feret_diameter(points: np.ndarray) -> float:
     return float(math.sqrt(((x[:, None] - x[None, :]) ** 2 + (y[:, None] - y[None, :]) ** 2).max()))
 
 
-def random_blob(rng: np.random.Generator, cx: float, cy: float, size: float, aspect: float,
-                angle: float, wobble: float, orders: tuple[int, ...] = (2, 3, 4, 5)) -> Blob:
+def random_blob(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    size: float,
+    aspect: float,
+    angle: float,
+    wobble: float,
+    orders: tuple[int, ...] = (2, 3, 4, 5),
+) -> Blob:
     """A blob whose largest dimension (Feret diameter) is exactly ``size`` pixels.
 
     ``aspect`` = minor / major axis before the wobble; ``wobble`` bounds the summed harmonic

@@ -112,6 +112,7 @@ def _area_mm2(tissue, holes, mpp: float) -> float:
         poly = blob.polygon()
         x, y = poly[:, 0], poly[:, 1]
         return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
     return (sum(area(b) for b in tissue) - sum(area(b) for b in holes)) * (mpp / 1000.0) ** 2
 
 
@@ -153,6 +154,7 @@ def stage_counts(n_patients: int) -> dict[str, int]:
 
 def _node_labels(stage: str, rng: np.random.Generator) -> list[str]:
     """Five node labels whose pN stage is ``stage`` (node order shuffled)."""
+
     def pick(options: dict[int, float]) -> int:
         keys = list(options)
         return int(rng.choice(keys, p=np.array(list(options.values())) / sum(options.values())))
@@ -216,9 +218,18 @@ def _frame(tissue: list[Blob], margin_px: float, extra: list[Blob] = ()) -> tupl
     return [b.moved(-x0, -y0) for b in tissue], width, height, -x0, -y0
 
 
-def _place(rng: np.random.Generator, host: Blob, size_px: float, placed: list[Blob], depth: float,
-           aspect: tuple[float, float], wobble: float, gap_px: float, spread: float = 0.8,
-           tries: int = 400) -> Blob | None:
+def _place(
+    rng: np.random.Generator,
+    host: Blob,
+    size_px: float,
+    placed: list[Blob],
+    depth: float,
+    aspect: tuple[float, float],
+    wobble: float,
+    gap_px: float,
+    spread: float = 0.8,
+    tries: int = 400,
+) -> Blob | None:
     """A blob of largest dimension ``size_px`` inside ``host`` (``depth`` deep), ``gap_px`` clear
     of ``placed``; None when no spot is found."""
     shape = None
@@ -242,8 +253,9 @@ def _place(rng: np.random.Generator, host: Blob, size_px: float, placed: list[Bl
     return None
 
 
-def _holes(rng: np.random.Generator, host: Blob, mpp: float, count: tuple[int, int],
-           size_um: tuple[float, float]) -> list[Blob]:
+def _holes(
+    rng: np.random.Generator, host: Blob, mpp: float, count: tuple[int, int], size_um: tuple[float, float]
+) -> list[Blob]:
     holes: list[Blob] = []
     for _ in range(int(rng.integers(count[0], count[1] + 1))):
         size = rng.uniform(*size_um) / mpp
@@ -258,8 +270,16 @@ def _tissue_outline(rng: np.random.Generator, major_um, minor_um, mpp: float) ->
     return random_blob(rng, 0.0, 0.0, major, minor / major, rng.uniform(-0.25, 0.25), 0.06)
 
 
-def plan_lymph_node(slide_id: str, patient_id: str, node: int, slide_label: str, patient_label: str,
-                    seed: int, base_mpp: float, mpp_jitter: float) -> SlidePlan:
+def plan_lymph_node(
+    slide_id: str,
+    patient_id: str,
+    node: int,
+    slide_label: str,
+    patient_label: str,
+    seed: int,
+    base_mpp: float,
+    mpp_jitter: float,
+) -> SlidePlan:
     rng = _rng(seed, slide_id)
     mpp = _slide_mpp(rng, base_mpp, mpp_jitter)
     margin = MARGIN_UM / mpp
@@ -280,19 +300,36 @@ def plan_lymph_node(slide_id: str, patient_id: str, node: int, slide_label: str,
             raise AssertionError(f"{slide_id}: no room for a {main_size:.0f} um deposit in the node")
         deposits.append(Deposit(blob, blob.feret * mpp, slide_label))
         # Smaller satellite deposits of lower classes; they never change the slide label.
-        satellites = {"itc": ["itc"] * int(rng.integers(0, 3)),
-                      "micro": ["itc"] * int(rng.integers(0, 3)),
-                      "macro": ["micro"] * int(rng.integers(0, 2)) + ["itc"] * int(rng.integers(0, 2))}[slide_label]
+        satellites = {
+            "itc": ["itc"] * int(rng.integers(0, 3)),
+            "micro": ["itc"] * int(rng.integers(0, 3)),
+            "macro": ["micro"] * int(rng.integers(0, 2)) + ["itc"] * int(rng.integers(0, 2)),
+        }[slide_label]
         for label in satellites:
             size = rng.uniform(*SATELLITE_SIZE_UM[label]) / mpp
             placed = [d.blob for d in deposits]
             sat = _place(rng, outline, size, placed, 0.04, (0.5, 0.9), 0.1, 60.0 / mpp, spread=0.9, tries=60)
             if sat is not None:
                 deposits.append(Deposit(sat, sat.feret * mpp, label))
-    plan = SlidePlan("camelyon17", slide_id, patient_id, node, slide_label, patient_label, mpp, width, height,
-                     int(rng.integers(0, 2**31 - 1)), (outline,), tuple(holes), tuple(deposits))
+    plan = SlidePlan(
+        "camelyon17",
+        slide_id,
+        patient_id,
+        node,
+        slide_label,
+        patient_label,
+        mpp,
+        width,
+        height,
+        int(rng.integers(0, 2**31 - 1)),
+        (outline,),
+        tuple(holes),
+        tuple(deposits),
+    )
     if size_label(plan.largest_deposit_um) != slide_label:
-        raise AssertionError(f"{slide_id}: planned deposit {plan.largest_deposit_um:.0f} um does not match {slide_label}")
+        raise AssertionError(
+            f"{slide_id}: planned deposit {plan.largest_deposit_um:.0f} um does not match {slide_label}"
+        )
     return plan
 
 
@@ -303,8 +340,13 @@ def _cell_chains(rng: np.random.Generator, host: Blob, mpp: float, area_mm2: flo
     heading = rng.uniform(0, math.pi)
     n_strands = int(round(area_mm2 * rng.uniform(60.0, 90.0)))
     # Start points inside the tissue (drawn in the bounding square, kept when deep enough).
-    candidates = np.stack([host.cx + rng.uniform(-host.rx, host.rx, 8 * n_strands),
-                           host.cy + rng.uniform(-host.rx, host.rx, 8 * n_strands)], axis=1)
+    candidates = np.stack(
+        [
+            host.cx + rng.uniform(-host.rx, host.rx, 8 * n_strands),
+            host.cy + rng.uniform(-host.rx, host.rx, 8 * n_strands),
+        ],
+        axis=1,
+    )
     starts = candidates[host.depth(candidates) > 0.08][:n_strands]
     chains: list[CellChain] = []
     for start in starts:
@@ -317,16 +359,22 @@ def _cell_chains(rng: np.random.Generator, host: Blob, mpp: float, area_mm2: flo
         points = points[: outside[0]] if len(outside) else points  # a strand stops at the tissue edge
         chains.append(CellChain(tuple((float(x), float(y)) for x, y in points), radius))
     n_clusters = int(round(area_mm2 * rng.uniform(8.0, 14.0)))
-    centres = np.stack([host.cx + rng.uniform(-0.7, 0.7, n_clusters) * host.rx,
-                        host.cy + rng.uniform(-0.7, 0.7, n_clusters) * host.ry], axis=1)
+    centres = np.stack(
+        [
+            host.cx + rng.uniform(-0.7, 0.7, n_clusters) * host.rx,
+            host.cy + rng.uniform(-0.7, 0.7, n_clusters) * host.ry,
+        ],
+        axis=1,
+    )
     for centre in centres[host.depth(centres) >= 0.1]:
         offsets = rng.normal(0, 2.2 * radius, (int(rng.integers(3, 7)), 2))
         chains.append(CellChain(tuple((float(x), float(y)) for x, y in centre + offsets), radius))
     return chains
 
 
-def plan_tcga_slide(slide_id: str, patient_id: str, label: str, seed: int, base_mpp: float,
-                    mpp_jitter: float) -> SlidePlan:
+def plan_tcga_slide(
+    slide_id: str, patient_id: str, label: str, seed: int, base_mpp: float, mpp_jitter: float
+) -> SlidePlan:
     rng = _rng(seed, slide_id)
     mpp = _slide_mpp(rng, base_mpp, mpp_jitter)
     outline = _tissue_outline(rng, TCGA_MAJOR_UM, TCGA_MINOR_UM, mpp)
@@ -338,8 +386,9 @@ def plan_tcga_slide(slide_id: str, patient_id: str, label: str, seed: int, base_
         placed: list[Blob] = []
         wanted = int(rng.integers(4, 8))
         for _ in range(3 * wanted):
-            nest = _place(rng, outline, rng.uniform(250.0, 750.0) / mpp, placed, 0.05, (0.5, 0.9), 0.2,
-                          40.0 / mpp, tries=80)
+            nest = _place(
+                rng, outline, rng.uniform(250.0, 750.0) / mpp, placed, 0.05, (0.5, 0.9), 0.2, 40.0 / mpp, tries=80
+            )
             if nest is not None:
                 placed.append(nest)
                 deposits.append(Deposit(nest, nest.feret * mpp, "nest"))
@@ -347,8 +396,22 @@ def plan_tcga_slide(slide_id: str, patient_id: str, label: str, seed: int, base_
                 break
     else:
         cells = _cell_chains(rng, outline, mpp, _area_mm2([outline], holes, mpp))
-    return SlidePlan("tcga", slide_id, patient_id, None, label, label, mpp, width, height,
-                     int(rng.integers(0, 2**31 - 1)), (outline,), tuple(holes), tuple(deposits), tuple(cells))
+    return SlidePlan(
+        "tcga",
+        slide_id,
+        patient_id,
+        None,
+        label,
+        label,
+        mpp,
+        width,
+        height,
+        int(rng.integers(0, 2**31 - 1)),
+        (outline,),
+        tuple(holes),
+        tuple(deposits),
+        tuple(cells),
+    )
 
 
 # --------------------------------------------------------------------------- cohorts
@@ -372,8 +435,9 @@ def _tcga_patients(n_patients: int, seed: int) -> list[tuple[str, str, int]]:
     return sorted(patients)
 
 
-def plan_cohort(kind: str, n_patients: int, seed: int, base_mpp: float | None = None,
-                mpp_jitter: float = 0.1) -> list[SlidePlan]:
+def plan_cohort(
+    kind: str, n_patients: int, seed: int, base_mpp: float | None = None, mpp_jitter: float = 0.1
+) -> list[SlidePlan]:
     """Every slide of the demo cohort, sorted by slide id. ``base_mpp`` (um/px at level 0)
     defaults per kind (camelyon17 2.5, tcga 1.0); each slide's mpp is drawn within
     ``base_mpp * (1 +- mpp_jitter)``."""
@@ -384,7 +448,9 @@ def plan_cohort(kind: str, n_patients: int, seed: int, base_mpp: float | None = 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise DemoConfigError(f"demo.seed: expected a whole number, got {seed!r}")
     if kind == "camelyon17" and n_patients > 1000:
-        raise DemoConfigError(f"demo.n_patients: at most 1000 for kind camelyon17 (ids patient_000..999), got {n_patients}")
+        raise DemoConfigError(
+            f"demo.n_patients: at most 1000 for kind camelyon17 (ids patient_000..999), got {n_patients}"
+        )
     base_mpp = BASE_MPP[kind] if base_mpp is None else float(base_mpp)
     if not base_mpp > 0:
         raise DemoConfigError(f"demo.base_mpp: expected a positive number of um/px, got {base_mpp!r}")
@@ -396,8 +462,9 @@ def plan_cohort(kind: str, n_patients: int, seed: int, base_mpp: float | None = 
         for p, (stage, nodes) in enumerate(camelyon17_labels(n_patients, seed)):
             patient = f"patient_{p:03d}"
             for node, label in enumerate(nodes):
-                plans.append(plan_lymph_node(f"{patient}_node_{node}", patient, node, label, stage, seed,
-                                             base_mpp, mpp_jitter))
+                plans.append(
+                    plan_lymph_node(f"{patient}_node_{node}", patient, node, label, stage, seed, base_mpp, mpp_jitter)
+                )
     else:
         for patient, label, n_slides in _tcga_patients(n_patients, seed):
             for k in range(1, n_slides + 1):
@@ -436,15 +503,18 @@ def planned_sample_sheet(demo_cfg: dict) -> pd.DataFrame:
     if not demo_cfg.get("slide_dir"):
         raise DemoConfigError("demo: slide_dir is required (pass dataset.slide_dir)")
     slide_dir = Path(demo_cfg["slide_dir"])
-    rows = [{
-        "slide_id": p.slide_id,
-        "patient_id": p.patient_id,
-        "path": str(slide_dir / f"{p.slide_id}.tif"),
-        "slide_label": p.slide_label if p.kind == "camelyon17" else "",
-        "patient_label": p.patient_label,
-        "node": p.node,
-        "mpp": p.mpp,
-    } for p in plan_from_config(demo_cfg)]
+    rows = [
+        {
+            "slide_id": p.slide_id,
+            "patient_id": p.patient_id,
+            "path": str(slide_dir / f"{p.slide_id}.tif"),
+            "slide_label": p.slide_label if p.kind == "camelyon17" else "",
+            "patient_label": p.patient_label,
+            "node": p.node,
+            "mpp": p.mpp,
+        }
+        for p in plan_from_config(demo_cfg)
+    ]
     frame = pd.DataFrame(rows, columns=SHEET_COLUMNS)
     frame["node"] = pd.array(frame["node"].tolist(), dtype="Int64")
     frame["mpp"] = frame["mpp"].astype(float)

@@ -89,22 +89,24 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
 
 
-def _texture(rgb: np.ndarray, source_mpp: float, mpp: float, patch_um: float, min_tissue: float,
-             name: str) -> Texture:
+def _texture(rgb: np.ndarray, source_mpp: float, mpp: float, patch_um: float, min_tissue: float, name: str) -> Texture:
     scale = source_mpp / mpp
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     patch = int(min(round(patch_um / mpp), small.shape[0] // 2, small.shape[1] // 2))
     # Fraction of tissue in every patch-sized window, from an integral image.
     integral = cv2.integral(tissue_mask(small).astype(np.uint8))
-    frac = (integral[patch:, patch:] - integral[:-patch, patch:] - integral[patch:, :-patch]
-            + integral[:-patch, :-patch]) / float(patch * patch)
+    frac = (
+        integral[patch:, patch:] - integral[:-patch, patch:] - integral[patch:, :-patch] + integral[:-patch, :-patch]
+    ) / float(patch * patch)
     ys, xs = np.nonzero(frac >= min_tissue)
     if len(xs) < 10:
-        raise SourceImageError(f"{name}: fewer than 10 windows of {patch} px with {min_tissue:.0%} tissue at {mpp} um/px")
+        raise SourceImageError(
+            f"{name}: fewer than 10 windows of {patch} px with {min_tissue:.0%} tissue at {mpp} um/px"
+        )
     # Keep only the part of the image the windows cover (less to stain-jitter per slide).
     x0, y0 = int(xs.min()), int(ys.min())
-    small = np.ascontiguousarray(small[y0:int(ys.max()) + patch, x0:int(xs.max()) + patch])
+    small = np.ascontiguousarray(small[y0 : int(ys.max()) + patch, x0 : int(xs.max()) + patch])
     return Texture(small, patch, np.stack([xs - x0, ys - y0], axis=1))
 
 
@@ -139,7 +141,7 @@ def _feather(patch: int, overlap: int) -> np.ndarray:
 
 def _window(texture: Texture, rng: np.random.Generator) -> np.ndarray:
     x, y = texture.corners[int(rng.integers(len(texture.corners)))]
-    crop = texture.rgb[y:y + texture.patch, x:x + texture.patch]
+    crop = texture.rgb[y : y + texture.patch, x : x + texture.patch]
     if rng.integers(2):
         crop = crop[::-1]
     return crop[:, ::-1] if rng.integers(2) else crop
@@ -162,9 +164,9 @@ def quilt(texture: Texture, height: int, width: int, rng: np.random.Generator) -
         shift = int(rng.integers(step))
         for j in range(cols + 1):
             y, x = i * step, step + j * step - shift
-            acc[y:y + patch, x:x + patch] += _window(texture, rng) * feather
-            weight[y:y + patch, x:x + patch] += feather
-    return acc[:height, step:step + width] / weight[:height, step:step + width]
+            acc[y : y + patch, x : x + patch] += _window(texture, rng) * feather
+            weight[y : y + patch, x : x + patch] += feather
+    return acc[:height, step : step + width] / weight[:height, step : step + width]
 
 
 def _fill(shape: tuple[int, int], blobs: list[Blob], origin: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -178,8 +180,12 @@ def _fill(shape: tuple[int, int], blobs: list[Blob], origin: tuple[int, int] = (
 
 def _box(blob: Blob, pad: int, height: int, width: int) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = blob.bbox()
-    return (max(0, int(np.floor(x0)) - pad), max(0, int(np.floor(y0)) - pad),
-            min(width, int(np.ceil(x1)) + pad + 1), min(height, int(np.ceil(y1)) + pad + 1))
+    return (
+        max(0, int(np.floor(x0)) - pad),
+        max(0, int(np.floor(y0)) - pad),
+        min(width, int(np.ceil(x1)) + pad + 1),
+        min(height, int(np.ceil(y1)) + pad + 1),
+    )
 
 
 def _paint(canvas: np.ndarray, mask: np.ndarray, box, texture: np.ndarray, alpha: np.ndarray) -> None:
@@ -213,13 +219,13 @@ def _paint_cells(canvas, mask, plan: SlidePlan, tumour: Texture, rng: np.random.
     for chain in plan.cells:
         radius = chain.radius
         r = int(np.ceil(radius)) + 1
-        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
         for cx, cy in chain.points:
             x, y = int(round(cx)), int(round(cy))
             if not (r <= x < width - r and r <= y < height - r):
                 continue
             nx, ny = centres[int(rng.integers(len(centres)))]
-            cell = tumour.rgb[ny - r:ny + r + 1, nx - r:nx + r + 1].astype(np.float32)
+            cell = tumour.rgb[ny - r : ny + r + 1, nx - r : nx + r + 1].astype(np.float32)
             if rng.integers(2):
                 cell = cell[:, ::-1]
             # Soft disc, slightly elongated at random: small cells with a crisp rim.
@@ -229,8 +235,9 @@ def _paint_cells(canvas, mask, plan: SlidePlan, tumour: Texture, rng: np.random.
             _paint(canvas, mask, (x - r, y - r, x + r + 1, y + r + 1), cell, alpha)
 
 
-def render_slide(plan: SlidePlan, aperio_path: str | Path, tumour_path: str | Path,
-                 include_tumour: bool = True) -> Rendered:
+def render_slide(
+    plan: SlidePlan, aperio_path: str | Path, tumour_path: str | Path, include_tumour: bool = True
+) -> Rendered:
     """Level-0 pixels of ``plan``. With ``include_tumour=False`` the same slide without its
     tumour (identical everywhere else)."""
     normal, tumour = load_textures(aperio_path, tumour_path, plan.mpp)

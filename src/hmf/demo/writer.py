@@ -42,8 +42,14 @@ def pyramid(rgb: np.ndarray, downsamples=DOWNSAMPLES) -> list[np.ndarray]:
     return levels
 
 
-def write_pyramid_tiff(path: str | Path, rgb: np.ndarray, mpp: float, downsamples=DOWNSAMPLES,
-                       tile: int = TILE, quality: int = JPEG_QUALITY) -> None:
+def write_pyramid_tiff(
+    path: str | Path,
+    rgb: np.ndarray,
+    mpp: float,
+    downsamples=DOWNSAMPLES,
+    tile: int = TILE,
+    quality: int = JPEG_QUALITY,
+) -> None:
     """Write ``rgb`` (H, W, 3 uint8) as a tiled JPEG pyramid at ``mpp`` um/px, atomically."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"{path}: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -57,10 +63,17 @@ def write_pyramid_tiff(path: str | Path, rgb: np.ndarray, mpp: float, downsample
                 factor = downsamples[index]
                 resolution = (px_per_cm[0], px_per_cm[1] * factor)
                 tiff.write(
-                    level, photometric="rgb", tile=(tile, tile), compression="jpeg",
-                    compressionargs={"level": quality}, resolution=(resolution, resolution),
-                    resolutionunit="CENTIMETER", subfiletype=0 if index == 0 else 1,
-                    software=SOFTWARE, metadata=None, datetime=None,
+                    level,
+                    photometric="rgb",
+                    tile=(tile, tile),
+                    compression="jpeg",
+                    compressionargs={"level": quality},
+                    resolution=(resolution, resolution),
+                    resolutionunit="CENTIMETER",
+                    subfiletype=0 if index == 0 else 1,
+                    software=SOFTWARE,
+                    metadata=None,
+                    datetime=None,
                 )
 
 
@@ -70,12 +83,21 @@ def write_slide(plan: SlidePlan, path: str | Path, aperio_path: str | Path, tumo
     start = time.perf_counter()
     rendered = render_slide(plan, aperio_path, tumour_path)
     write_pyramid_tiff(path, rendered.rgb, plan.mpp)
-    log.info("%s: %s, %d x %d px at %.4f um/px, largest deposit %.0f um, %.2f s", plan.slide_id, plan.slide_label,
-             plan.width, plan.height, plan.mpp, plan.largest_deposit_um, time.perf_counter() - start)
+    log.info(
+        "%s: %s, %d x %d px at %.4f um/px, largest deposit %.0f um, %.2f s",
+        plan.slide_id,
+        plan.slide_label,
+        plan.width,
+        plan.height,
+        plan.mpp,
+        plan.largest_deposit_um,
+        time.perf_counter() - start,
+    )
     return rendered
 
 
-def write_demo_slide(slide_id: str, demo_cfg: dict, path: str | Path, aperio_path: str | Path,
-                     tumour_path: str | Path) -> Rendered:
+def write_demo_slide(
+    slide_id: str, demo_cfg: dict, path: str | Path, aperio_path: str | Path, tumour_path: str | Path
+) -> Rendered:
     """Plan the cohort of ``demo_cfg`` (the ``demo:`` config section) and write its slide ``slide_id``."""
     return write_slide(find_slide(plan_from_config(demo_cfg), slide_id), path, aperio_path, tumour_path)

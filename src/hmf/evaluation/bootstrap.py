@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,9 @@ from hmf.evaluation.predictions import label_indices, probabilities, read_predic
 CHUNK = 256  # resamples scored at a time: memory stays at CHUNK x predictions
 
 
-def pool_predictions(paths: Sequence[str | os.PathLike], classes: Sequence[str],
-                     patient_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+def pool_predictions(
+    paths: Sequence[str | os.PathLike], classes: Sequence[str], patient_of: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """The K fold predictions files of one model as one frame with ``fold`` and ``patient_id``
     columns. ``patient_of`` maps slide ids to patients (slide level); without it each id is a
     patient. An id in two files means the test folds overlap: an error."""
@@ -46,15 +47,19 @@ def pool_predictions(paths: Sequence[str | os.PathLike], classes: Sequence[str],
     if not twice.empty:
         first = twice.iloc[0]
         others = sorted(set(twice.loc[twice["id"] == first["id"], "source"]))
-        raise ValueError(f"id {first['id']!r} is predicted in more than one test fold ({', '.join(others)}): "
-                         f"the test folds must partition the cohort")
+        raise ValueError(
+            f"id {first['id']!r} is predicted in more than one test fold ({', '.join(others)}): "
+            f"the test folds must partition the cohort"
+        )
     if patient_of is None:
         pooled["patient_id"] = pooled["id"]
     else:
         unknown = sorted(set(pooled["id"]) - set(patient_of))
         if unknown:
-            raise ValueError(f"{pooled.loc[pooled['id'] == unknown[0], 'source'].iloc[0]}: id(s) not in the sample "
-                             f"sheet: {unknown[:10]}")
+            raise ValueError(
+                f"{pooled.loc[pooled['id'] == unknown[0], 'source'].iloc[0]}: id(s) not in the sample "
+                f"sheet: {unknown[:10]}"
+            )
         pooled["patient_id"] = pooled["id"].map(patient_of)
     return pooled.drop(columns="source").sort_values("id", kind="stable").reset_index(drop=True)
 
@@ -98,15 +103,18 @@ def draw_resamples(patients, n_resamples: int, seed: int) -> Resamples:
     return Resamples(patients=patients, counts=counts, seed=int(seed))
 
 
-def resampled_scores(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool,
-                     resamples: Resamples) -> dict[str, np.ndarray]:
+def resampled_scores(
+    frame: pd.DataFrame, classes: Sequence[str], ordinal: bool, resamples: Resamples
+) -> dict[str, np.ndarray]:
     """Every metric of ``frame`` (a pooled predictions frame) under each resample: (B,) arrays."""
     classes = [str(c) for c in classes]
     y_true = label_indices(frame, "true_label", classes)
     y_pred = label_indices(frame, "pred_label", classes)
     probs = probabilities(frame, classes)
-    parts = [scores(y_true, y_pred, probs, len(classes), ordinal, resamples.weights(frame, start, start + CHUNK))
-             for start in range(0, resamples.n, CHUNK)]
+    parts = [
+        scores(y_true, y_pred, probs, len(classes), ordinal, resamples.weights(frame, start, start + CHUNK))
+        for start in range(0, resamples.n, CHUNK)
+    ]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -132,8 +140,14 @@ def two_sided_p(differences: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
-def pooled_summary(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool, resamples: Resamples,
-                   metrics: Sequence[str], level: float = 0.95) -> dict:
+def pooled_summary(
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    ordinal: bool,
+    resamples: Resamples,
+    metrics: Sequence[str],
+    level: float = 0.95,
+) -> dict:
     """Pooled value and bootstrap interval of each metric: ``<m>_pooled``, ``<m>_ci_low``,
     ``<m>_ci_high``, ``<m>_resamples`` (resamples where it is defined), plus ``n`` and the notes."""
     point = compute_metrics(frame, classes, ordinal)
@@ -147,8 +161,15 @@ def pooled_summary(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool, r
     return row
 
 
-def paired_comparison(frames: Mapping[str, pd.DataFrame], reference: str, classes: Sequence[str], ordinal: bool,
-                      resamples: Resamples, metrics: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+def paired_comparison(
+    frames: Mapping[str, pd.DataFrame],
+    reference: str,
+    classes: Sequence[str],
+    ordinal: bool,
+    resamples: Resamples,
+    metrics: Sequence[str],
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Each model minus ``reference`` on the ids both predicted, on the same resamples.
 
     One row per model and metric: ``difference`` (pooled), ``ci_low``, ``ci_high``, ``p_value``,
@@ -175,13 +196,34 @@ def paired_comparison(frames: Mapping[str, pd.DataFrame], reference: str, classe
             defined = point_a[m] is not None and point_r[m] is not None
             diff = boot_a[m] - boot_r[m]
             low, high, kept = percentile_interval(diff, level) if defined else (math.nan, math.nan, 0)
-            rows.append({
-                "model": model, "reference": reference, "metric": m, "n": len(common),
-                "model_value": math.nan if point_a[m] is None else point_a[m],
-                "reference_value": math.nan if point_r[m] is None else point_r[m],
-                "difference": point_a[m] - point_r[m] if defined else math.nan,
-                "ci_low": low, "ci_high": high, "p_value": two_sided_p(diff) if defined else math.nan,
-                "resamples": kept,
-            })
-    return pd.DataFrame(rows, columns=["model", "reference", "metric", "n", "model_value", "reference_value",
-                                       "difference", "ci_low", "ci_high", "p_value", "resamples"])
+            rows.append(
+                {
+                    "model": model,
+                    "reference": reference,
+                    "metric": m,
+                    "n": len(common),
+                    "model_value": math.nan if point_a[m] is None else point_a[m],
+                    "reference_value": math.nan if point_r[m] is None else point_r[m],
+                    "difference": point_a[m] - point_r[m] if defined else math.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p_value": two_sided_p(diff) if defined else math.nan,
+                    "resamples": kept,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "reference",
+            "metric",
+            "n",
+            "model_value",
+            "reference_value",
+            "difference",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "resamples",
+        ],
+    )

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -168,7 +168,12 @@ def compute_metrics(pred_df: pd.DataFrame, classes: Sequence[str], ordinal: bool
         {
             "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist(),
             "per_class": {
-                c: {"precision": float(per_p[i]), "recall": float(per_r[i]), "f1": float(per_f[i]), "support": int(support[i])}
+                c: {
+                    "precision": float(per_p[i]),
+                    "recall": float(per_r[i]),
+                    "f1": float(per_f[i]),
+                    "support": int(support[i]),
+                }
                 for i, c in enumerate(classes)
             },
             "n": int(len(y_true)),
@@ -229,8 +234,9 @@ def evaluate_fold(
     if expected_ids is not None:
         result["left_out"] = left_out(frame, expected_ids, level, predictions_csv)
         if result["left_out"]["n"]:
-            result["notes"].append(f"{result['left_out']['n']} {result['left_out']['reason']}: "
-                                   f"{', '.join(result['left_out']['ids'][:10])}")
+            result["notes"].append(
+                f"{result['left_out']['n']} {result['left_out']['reason']}: {', '.join(result['left_out']['ids'][:10])}"
+            )
     for note in result["notes"]:
         log.warning("%s: %s", predictions_csv, note)
     write_json(metrics_json, result)

@@ -7,7 +7,7 @@ global matplotlib state, and saved through ``hmf.atomic``.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -114,8 +114,14 @@ def plot_forest(rows, metric_labels: dict, path: str | os.PathLike, title: str) 
             r = part.loc[model]
             ax.plot([r["ci_low"], r["ci_high"]], [yi, yi], color="tab:blue", linewidth=2)
             ax.plot(r["difference"], yi, "o", color="tab:blue")
-            ax.annotate(f"p={r['p_value']:.3g}", (r["ci_high"], yi), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=7)
+            ax.annotate(
+                f"p={r['p_value']:.3g}",
+                (r["ci_high"], yi),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
         ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(metric_labels.get(metric, metric))
         ax.set_xlabel("difference to the reference")

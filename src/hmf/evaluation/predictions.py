@@ -8,7 +8,7 @@ sorted by id. Models without probabilities (the pN rule) write a one-hot row.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,9 @@ def write_predictions(ids, true_labels, probs, classes: Sequence[str], path: str
     ids = [str(i) for i in ids]
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (len(ids), len(classes)):
-        raise ValueError(f"{path}: probabilities must have shape (n_ids={len(ids)}, n_classes={len(classes)}), got {probs.shape}")
+        raise ValueError(
+            f"{path}: probabilities must have shape (n_ids={len(ids)}, n_classes={len(classes)}), got {probs.shape}"
+        )
     if len(true_labels) != len(ids):
         raise ValueError(f"{path}: {len(ids)} ids but {len(true_labels)} true labels")
     if len(set(ids)) != len(ids):
@@ -56,8 +58,9 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str]) -> pd.Data
     """
     classes = [str(c) for c in classes]
     try:
-        frame = pd.read_csv(path, dtype={"id": str, "true_label": str, "pred_label": str},
-                            keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(
+            path, dtype={"id": str, "true_label": str, "pred_label": str}, keep_default_na=False, na_values=[""]
+        )
     except FileNotFoundError:
         raise FileNotFoundError(f"predictions file not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

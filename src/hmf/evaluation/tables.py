@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,11 @@ METRIC_LABELS = {
 }
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 COMPARED_METRICS = ("f1_macro", "kappa_quadratic", "auc")
-MACRO_NOTE = ("Precision, recall and F1 are macro averages over all {n} classes of the task (a class absent from "
-              "the true labels and never predicted scores 0, with zero_division = 0); checkpoints are selected on "
-              "validation metrics with the same convention.")
+MACRO_NOTE = (
+    "Precision, recall and F1 are macro averages over all {n} classes of the task (a class absent from "
+    "the true labels and never predicted scores 0, with zero_division = 0); checkpoints are selected on "
+    "validation metrics with the same convention."
+)
 
 
 def _load(path, model: str) -> dict:
@@ -143,8 +145,10 @@ def add_pooled(summary: pd.DataFrame, pooled: pd.DataFrame, metrics: Sequence[st
         raise ValueError(f"no pooled predictions for model(s) {missing}")
     merged = summary.merge(pooled, on="model", how="left", validate="one_to_one")
     for m in metrics:
-        merged[f"{m}_pooled_ci"] = [format_pooled(v, lo, hi) for v, lo, hi in
-                                    zip(merged[f"{m}_pooled"], merged[f"{m}_ci_low"], merged[f"{m}_ci_high"])]
+        merged[f"{m}_pooled_ci"] = [
+            format_pooled(v, lo, hi)
+            for v, lo, hi in zip(merged[f"{m}_pooled"], merged[f"{m}_ci_low"], merged[f"{m}_ci_high"])
+        ]
     merged.attrs = dict(summary.attrs)
     return merged
 
@@ -152,8 +156,11 @@ def add_pooled(summary: pd.DataFrame, pooled: pd.DataFrame, metrics: Sequence[st
 def shown_metrics(summary: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
     """The metrics some model has a value for (per fold or pooled)."""
     pooled = f"{metrics[0]}_pooled" in summary if metrics else False
-    return [m for m in metrics if (summary[f"{m}_n"] > 0).any()
-            or (pooled and np.isfinite(summary[f"{m}_pooled"].to_numpy(dtype=float)).any())]
+    return [
+        m
+        for m in metrics
+        if (summary[f"{m}_n"] > 0).any() or (pooled and np.isfinite(summary[f"{m}_pooled"].to_numpy(dtype=float)).any())
+    ]
 
 
 def table_notes(summary: pd.DataFrame, level_noun: str = "predictions", bootstrap: dict | None = None) -> list[str]:
@@ -170,8 +177,10 @@ def table_notes(summary: pd.DataFrame, level_noun: str = "predictions", bootstra
             "Best pooled value per column in bold."
         )
         if any((not np.isfinite(v)) and n > 0 for v in summary.get("auc_pooled", pd.Series(dtype=float))):
-            notes.append("AUC n/a: a model with one-hot probabilities (hard labels, e.g. the pN rule) has no scores to "
-                         "rank, or a class is absent from the true labels.")
+            notes.append(
+                "AUC n/a: a model with one-hot probabilities (hard labels, e.g. the pN rule) has no scores to "
+                "rank, or a class is absent from the true labels."
+            )
     else:
         notes.append("Mean ± sample standard deviation (ddof = 1) over folds; best mean per column in bold.")
     classes = summary.attrs.get("classes")
@@ -188,8 +197,13 @@ def table_notes(summary: pd.DataFrame, level_noun: str = "predictions", bootstra
     return notes
 
 
-def markdown_table(summary: pd.DataFrame, metrics: Sequence[str], title: str, model_labels: Mapping[str, str] | None = None,
-                   notes: Sequence[str] = ()) -> str:
+def markdown_table(
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    title: str,
+    model_labels: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
     """The paper's layout (Model | Accuracy | Precision | Recall | F1 | AUC | Kappa | Folds),
     best value per column in bold (pooled when the summary has pooled columns, else the mean
     over folds); metrics no model has are left out; ``notes`` go under the table."""
@@ -255,12 +269,23 @@ def build_tables(
     labels = [(model_labels or {}).get(m, m) for m in summary["model"]]
     if pooled is not None:
         values = summary[[f"{m}_pooled" for m in shown]].to_numpy(dtype=float)
-        errors = np.stack([values - summary[[f"{m}_ci_low" for m in shown]].to_numpy(dtype=float),
-                           summary[[f"{m}_ci_high" for m in shown]].to_numpy(dtype=float) - values])
-        plot_metric_bars(values, errors, labels, [METRIC_LABELS[m] for m in shown], out_png, title,
-                         ylabel="pooled out-of-fold (95% bootstrap CI)",
-                         markers=summary[[f"{m}_mean" for m in shown]].to_numpy(dtype=float),
-                         marker_label="mean over folds")
+        errors = np.stack(
+            [
+                values - summary[[f"{m}_ci_low" for m in shown]].to_numpy(dtype=float),
+                summary[[f"{m}_ci_high" for m in shown]].to_numpy(dtype=float) - values,
+            ]
+        )
+        plot_metric_bars(
+            values,
+            errors,
+            labels,
+            [METRIC_LABELS[m] for m in shown],
+            out_png,
+            title,
+            ylabel="pooled out-of-fold (95% bootstrap CI)",
+            markers=summary[[f"{m}_mean" for m in shown]].to_numpy(dtype=float),
+            marker_label="mean over folds",
+        )
     else:
         plot_metric_bars(
             summary[[f"{m}_mean" for m in shown]].to_numpy(dtype=float),
@@ -275,8 +300,12 @@ def build_tables(
 
 # -- one level of the workflow: pooled predictions, tables and the paired comparison -----------
 
-def pooled_frames(predictions_paths: Mapping[str, Sequence[str | os.PathLike]], classes: Sequence[str],
-                  patient_of: Mapping[str, str] | None = None) -> dict[str, pd.DataFrame]:
+
+def pooled_frames(
+    predictions_paths: Mapping[str, Sequence[str | os.PathLike]],
+    classes: Sequence[str],
+    patient_of: Mapping[str, str] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Every model's K fold predictions files pooled (see ``pool_predictions``)."""
     return {model: pool_predictions(paths, classes, patient_of) for model, paths in predictions_paths.items()}
 
@@ -287,11 +316,20 @@ def level_resamples(frames: Mapping[str, pd.DataFrame], n_resamples: int, seed: 
     return draw_resamples(patients, n_resamples, seed)
 
 
-def pooled_table(frames: Mapping[str, pd.DataFrame], classes: Sequence[str], ordinal: bool, resamples: Resamples,
-                 metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+def pooled_table(
+    frames: Mapping[str, pd.DataFrame],
+    classes: Sequence[str],
+    ordinal: bool,
+    resamples: Resamples,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> pd.DataFrame:
     """One row per model: ``model`` and the pooled value, interval and resample count per metric."""
-    return pd.DataFrame([{"model": model, **pooled_summary(frame, classes, ordinal, resamples, metrics)}
-                         for model, frame in frames.items()])
+    return pd.DataFrame(
+        [
+            {"model": model, **pooled_summary(frame, classes, ordinal, resamples, metrics)}
+            for model, frame in frames.items()
+        ]
+    )
 
 
 def comparison_markdown(rows: pd.DataFrame, title: str, reference: str, bootstrap: dict, level_noun: str) -> str:
@@ -304,24 +342,41 @@ def comparison_markdown(rows: pd.DataFrame, title: str, reference: str, bootstra
         cells = [model]
         for m in metrics:
             r = part.loc[m]
-            cells.append("n/a" if not np.isfinite(r["difference"]) else
-                         f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p = {r['p_value']:.3g}")
+            cells.append(
+                "n/a"
+                if not np.isfinite(r["difference"])
+                else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p = {r['p_value']:.3g}"
+            )
         cells.append(str(int(group["n"].iloc[0])))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", (
-        f"Each cell: the model's pooled out-of-fold value minus that of the reference model {reference}, on the "
-        f"test {level_noun} both predicted (n); in brackets the 95% paired bootstrap confidence interval (percentile "
-        f"interval of the difference over {bootstrap['resamples']} resamples of patients, a patient's slides "
-        f"together, seed {bootstrap['seed']}, the same resamples for both models); p: two-sided bootstrap p-value of "
-        "no difference, twice the smaller share of resampled differences on either side of 0, with the +1 "
-        "correction. n/a: undefined for one of the two models (AUC of one-hot predictions, e.g. the pN rule)."
-    )]
+    lines += [
+        "",
+        (
+            f"Each cell: the model's pooled out-of-fold value minus that of the reference model {reference}, "
+            f"on the test {level_noun} both predicted (n); in brackets the 95% paired bootstrap confidence "
+            f"interval (percentile interval of the difference over {bootstrap['resamples']} resamples of "
+            f"patients, a patient's slides together, seed {bootstrap['seed']}, the same resamples for both "
+            "models); p: two-sided bootstrap p-value of no difference, twice the smaller share of resampled "
+            "differences on either side of 0, with the +1 correction. n/a: undefined for one of the two models "
+            "(AUC of one-hot predictions, e.g. the pN rule)."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(frames: Mapping[str, pd.DataFrame], reference: str, classes: Sequence[str], ordinal: bool,
-                     resamples: Resamples, out_csv, out_md, out_png, title: str, level_noun: str = "predictions",
-                     metrics: Sequence[str] = COMPARED_METRICS) -> pd.DataFrame:
+def write_comparison(
+    frames: Mapping[str, pd.DataFrame],
+    reference: str,
+    classes: Sequence[str],
+    ordinal: bool,
+    resamples: Resamples,
+    out_csv,
+    out_md,
+    out_png,
+    title: str,
+    level_noun: str = "predictions",
+    metrics: Sequence[str] = COMPARED_METRICS,
+) -> pd.DataFrame:
     """``<level>_comparison.{csv,md}`` and the forest plot: every model against ``reference``."""
     rows = paired_comparison(frames, reference, classes, ordinal, resamples, metrics)
     bootstrap = {"resamples": resamples.n, "seed": resamples.seed}
@@ -335,8 +390,12 @@ def write_comparison(frames: Mapping[str, pd.DataFrame], reference: str, classes
     return rows
 
 
-def level_frames(predictions_paths: Mapping[str, Sequence[str | os.PathLike]], classes: Sequence[str], level: str,
-                 sheet_csv: str | os.PathLike) -> dict[str, pd.DataFrame]:
+def level_frames(
+    predictions_paths: Mapping[str, Sequence[str | os.PathLike]],
+    classes: Sequence[str],
+    level: str,
+    sheet_csv: str | os.PathLike,
+) -> dict[str, pd.DataFrame]:
     """Pooled predictions of every model of a level; slides are mapped to their patients
     through the sample sheet so that resampling keeps a patient's slides together."""
     patient_of = None
@@ -351,21 +410,55 @@ def level_frames(predictions_paths: Mapping[str, Sequence[str | os.PathLike]], c
 LEVEL_NOUN = {"slide": "slides", "patient": "patients"}
 
 
-def write_level_table(metrics_paths, predictions_paths, sheet_csv, level: str, classes: Sequence[str], ordinal: bool,
-                      out_csv, out_md, out_png, title: str, bootstrap: dict, notes: Sequence[str] = (),
-                      model_order: Sequence[str] | None = None) -> pd.DataFrame:
+def write_level_table(
+    metrics_paths,
+    predictions_paths,
+    sheet_csv,
+    level: str,
+    classes: Sequence[str],
+    ordinal: bool,
+    out_csv,
+    out_md,
+    out_png,
+    title: str,
+    bootstrap: dict,
+    notes: Sequence[str] = (),
+    model_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """``tables/<level>.{csv,md,png}``: pooled values with bootstrap intervals beside mean ± std."""
     frames = level_frames(predictions_paths, classes, level, sheet_csv)
     resamples = level_resamples(frames, int(bootstrap["resamples"]), int(bootstrap["seed"]))
     pooled = pooled_table(frames, classes, ordinal, resamples)
-    return build_tables(metrics_paths, out_csv, out_md, out_png, title, model_order=model_order, pooled=pooled,
-                        bootstrap=bootstrap, level_noun=LEVEL_NOUN[level], notes=notes)
+    return build_tables(
+        metrics_paths,
+        out_csv,
+        out_md,
+        out_png,
+        title,
+        model_order=model_order,
+        pooled=pooled,
+        bootstrap=bootstrap,
+        level_noun=LEVEL_NOUN[level],
+        notes=notes,
+    )
 
 
-def write_level_comparison(predictions_paths, sheet_csv, level: str, classes: Sequence[str], ordinal: bool,
-                           reference: str, out_csv, out_md, out_png, title: str, bootstrap: dict) -> pd.DataFrame:
+def write_level_comparison(
+    predictions_paths,
+    sheet_csv,
+    level: str,
+    classes: Sequence[str],
+    ordinal: bool,
+    reference: str,
+    out_csv,
+    out_md,
+    out_png,
+    title: str,
+    bootstrap: dict,
+) -> pd.DataFrame:
     """``tables/<level>_comparison.{csv,md,png}`` from the predictions files."""
     frames = level_frames(predictions_paths, classes, level, sheet_csv)
     resamples = level_resamples(frames, int(bootstrap["resamples"]), int(bootstrap["seed"]))
-    return write_comparison(frames, reference, classes, ordinal, resamples, out_csv, out_md, out_png, title,
-                            LEVEL_NOUN[level])
+    return write_comparison(
+        frames, reference, classes, ordinal, resamples, out_csv, out_md, out_png, title, LEVEL_NOUN[level]
+    )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,11 +37,11 @@ class EncoderSettings:
     """The ``features:`` keys that decide which network computes the features."""
 
     encoder: str = "resnet50_trunc"
-    weights: str = "imagenet"        # imagenet | random | path to a state dict
-    checkpoint: str | None = None    # path to a state dict; takes precedence over weights
+    weights: str = "imagenet"  # imagenet | random | path to a state dict
+    checkpoint: str | None = None  # path to a state dict; takes precedence over weights
     allow_download: bool = False
-    seed: int = 0                    # for weights: random
-    input_size: int | None = None    # None: the encoder's own (224 for resnet50_trunc)
+    seed: int = 0  # for weights: random
+    input_size: int | None = None  # None: the encoder's own (224 for resnet50_trunc)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     model_kwargs: dict = field(default_factory=dict)  # timm.create_model keyword arguments
@@ -64,7 +64,7 @@ class Encoder:
     name: str
     module: nn.Module
     dim: int
-    weights: str                   # what the weights were, as recorded in the outputs
+    weights: str  # what the weights were, as recorded in the outputs
     input_size: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -79,7 +79,8 @@ class Encoder:
         if batch.device not in self._stats:  # made once per device: no host-to-GPU copy per batch
             self._stats[batch.device] = tuple(
                 torch.tensor(v, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-                for v in (self.mean, self.std))
+                for v in (self.mean, self.std)
+            )
         mean, std = self._stats[batch.device]
         # A permuted NHWC tensor is NCHW with channels-last strides; the ops below keep them.
         return batch.permute(0, 3, 1, 2).to(torch.float32).div(255).sub(mean).div(std)
@@ -139,6 +140,7 @@ def build_encoder(settings: EncoderSettings) -> Encoder:
 
 # -- state dicts ---------------------------------------------------------------------------
 
+
 def load_state_dict(path: str | os.PathLike) -> dict:
     """A state dict from a local file (.pth/.pt/.bin or .safetensors), unwrapping common wrappers."""
     path = Path(path)
@@ -163,7 +165,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     for key, value in state.items():
         for prefix in prefixes:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         clean[key] = value
     return clean
 
@@ -186,6 +188,7 @@ def _load_into(module: nn.Module, state: dict, source: str, ignore_prefixes: tup
 
 
 # -- resnet50_trunc ------------------------------------------------------------------------
+
 
 class ResNet50Trunc(nn.Module):
     """ResNet-50 up to ``layer3`` (1024 channels) followed by adaptive average pooling."""
@@ -241,8 +244,15 @@ def build_resnet50_trunc(settings: EncoderSettings) -> Encoder:
         else:
             state, recorded = load_state_dict(source), str(source)
         _load_into(module, state, recorded, ignore_prefixes=("layer4.", "fc.", "pool."))
-    return Encoder("resnet50_trunc", fuse_conv_bn(module), ResNet50Trunc.dim, recorded,
-                   settings.input_size or 224, settings.mean or IMAGENET_MEAN, settings.std or IMAGENET_STD)
+    return Encoder(
+        "resnet50_trunc",
+        fuse_conv_bn(module),
+        ResNet50Trunc.dim,
+        recorded,
+        settings.input_size or 224,
+        settings.mean or IMAGENET_MEAN,
+        settings.std or IMAGENET_STD,
+    )
 
 
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
@@ -255,8 +265,9 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
     from torch.nn.utils.fusion import fuse_conv_bn_weights
 
     def fuse_conv_bn_eval(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
-                                                      bn.eps, bn.weight, bn.bias)
+        conv.weight, conv.bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
         return conv
 
     module.eval()
@@ -269,13 +280,18 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
                     setattr(owner, f"conv{i}", fuse_conv_bn_eval(conv, bn))
                     setattr(owner, f"bn{i}", nn.Identity())
             down = getattr(owner, "downsample", None)
-            if isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[0], nn.Conv2d) \
-                    and isinstance(down[1], nn.BatchNorm2d):
+            if (
+                isinstance(down, nn.Sequential)
+                and len(down) == 2
+                and isinstance(down[0], nn.Conv2d)
+                and isinstance(down[1], nn.BatchNorm2d)
+            ):
                 owner.downsample = nn.Sequential(fuse_conv_bn_eval(down[0], down[1]), nn.Identity())
     return module
 
 
 # -- timm ----------------------------------------------------------------------------------
+
 
 def build_timm(arch: str, settings: EncoderSettings) -> Encoder:
     """Any timm architecture without its classifier head, from a local checkpoint or random."""

@@ -64,13 +64,13 @@ class FeaturesConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    device: str = "auto"          # auto | cpu | cuda | cuda:<i>
+    device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     batch_size: int | str = "auto"  # auto: CPU_BATCH per CPU stream, 128 on CUDA
     num_workers: int | str = "auto"  # reader processes; auto: none on CPU (streams read), up to 8 on CUDA
-    num_threads: int = 0          # torch CPU threads; 0: the job's threads / all cores
+    num_threads: int = 0  # torch CPU threads; 0: the job's threads / all cores
     cpu_streams: int | str = "auto"  # CPU: concurrent batches; auto: one per thread
-    cpu_optimize: str = "auto"    # auto | jit | none: TorchScript-freeze the model on CPU
-    precision: str = "fp32"       # fp32 | bf16 | auto
+    cpu_optimize: str = "auto"  # auto | jit | none: TorchScript-freeze the model on CPU
+    precision: str = "fp32"  # fp32 | bf16 | auto
     progress_interval_s: float = 10.0
 
     def batch_for(self, device: torch.device, precision: str = "fp32") -> int:
@@ -140,9 +140,11 @@ def bf16_unsupported(device: torch.device) -> str | None:
     if device.type == "cpu":
         if set(CPU_BF16_FLAGS) & cpu_flags():
             return None
-        return ("this CPU has no bf16 instructions (none of the /proc/cpuinfo flags "
-                f"{', '.join(CPU_BF16_FLAGS)}); torch's CPU capability is "
-                f"{torch.backends.cpu.get_cpu_capability()}")
+        return (
+            "this CPU has no bf16 instructions (none of the /proc/cpuinfo flags "
+            f"{', '.join(CPU_BF16_FLAGS)}); torch's CPU capability is "
+            f"{torch.backends.cpu.get_cpu_capability()}"
+        )
     return f"device {device} is not a CPU or a CUDA device"
 
 
@@ -156,8 +158,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return "fp32" if reason else "bf16"
     if requested == "bf16":
         if reason:
-            raise FeaturesConfigError(f"features.precision=bf16: {reason}. Use fp32, or auto to take bf16 only "
-                                      f"where the hardware has it")
+            raise FeaturesConfigError(
+                f"features.precision=bf16: {reason}. Use fp32, or auto to take bf16 only where the hardware has it"
+            )
         return "bf16"
     raise FeaturesConfigError(f"features.precision={requested!r}: use {', '.join(PRECISIONS)}")
 
@@ -268,8 +271,14 @@ def describe_layout(runtime: RuntimeSettings, device: torch.device, n_patches: i
     return f"{precision}, batch {batch}, {workers} reader process(es), {torch.get_num_threads()} torch thread(s)"
 
 
-def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettings, n_patches: int,
-                  batch_size: int, precision: str = "fp32"):
+def prepare_model(
+    encoder: Encoder,
+    device: torch.device,
+    runtime: RuntimeSettings,
+    n_patches: int,
+    batch_size: int,
+    precision: str = "fp32",
+):
     """The encoder in eval mode, channels-last on ``device``; TorchScript-frozen on the CPU
     when ``cpu_optimize`` asks for it (``auto``: slides with many patches). In bf16 the model
     is traced under autocast, so the frozen graph holds the weights already cast to bf16."""
@@ -277,11 +286,13 @@ def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettin
 
     model = encoder.module.to(device).to(memory_format=torch.channels_last).eval()
     use_jit = device.type == "cpu" and (
-        runtime.cpu_optimize == "jit" or (runtime.cpu_optimize == "auto" and n_patches >= JIT_MIN_PATCHES))
+        runtime.cpu_optimize == "jit" or (runtime.cpu_optimize == "auto" and n_patches >= JIT_MIN_PATCHES)
+    )
     if not use_jit:
         return model
     example = torch.zeros(batch_size, 3, encoder.input_size, encoder.input_size).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     try:
         with torch.no_grad(), warnings.catch_warnings(), autocast_for(device, precision):
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices
@@ -294,8 +305,16 @@ def prepare_model(encoder: Encoder, device: torch.device, runtime: RuntimeSettin
         return model
 
 
-def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device, runtime: RuntimeSettings,
-                   progress=None, model=None, on_batch=None, precision: str = "fp32") -> torch.Tensor:
+def encode_patches(
+    encoder: Encoder,
+    dataset: PatchDataset,
+    device: torch.device,
+    runtime: RuntimeSettings,
+    progress=None,
+    model=None,
+    on_batch=None,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """Features (N, dim) float32 on the CPU for every patch of ``dataset``, in order.
 
     ``model``: the encoder already made ready by :func:`prepare_model` (else done here);
@@ -314,8 +333,15 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
         model = prepare_model(encoder, device, runtime, n, batch_size, precision)
     workers = reader_processes(runtime, device, n)
     out = torch.empty((n, encoder.dim), dtype=torch.float32)
-    bar = tqdm(total=n, unit="patch", file=progress, mininterval=runtime.progress_interval_s,
-               desc=f"{dataset.slide.name} features", dynamic_ncols=False, ascii=True)
+    bar = tqdm(
+        total=n,
+        unit="patch",
+        file=progress,
+        mininterval=runtime.progress_interval_s,
+        desc=f"{dataset.slide.name} features",
+        dynamic_ncols=False,
+        ascii=True,
+    )
     done = 0
     with bar:
         if uses_cpu_streams(device, workers):
@@ -333,17 +359,31 @@ def encode_patches(encoder: Encoder, dataset: PatchDataset, device: torch.device
 def _check_finite(features: torch.Tensor, slide: str, start: int) -> None:
     """Per batch, so that no full-size mask of the features is ever made."""
     if not torch.isfinite(features).all():
-        raise RuntimeError(f"slide {slide}: the encoder produced non-finite features "
-                           f"(patches {start}-{start + len(features) - 1})")
+        raise RuntimeError(
+            f"slide {slide}: the encoder produced non-finite features (patches {start}-{start + len(features) - 1})"
+        )
 
 
-def _encode_from_loader(encoder: Encoder, dataset: PatchDataset, model, device: torch.device, batch_size: int,
-                        workers: int, out: torch.Tensor, precision: str = "fp32"):
+def _encode_from_loader(
+    encoder: Encoder,
+    dataset: PatchDataset,
+    model,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    out: torch.Tensor,
+    precision: str = "fp32",
+):
     """Reader processes feed the model on ``device``; yields each batch's size once encoded."""
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
     )
     done = 0
     with torch.inference_mode():
@@ -351,13 +391,20 @@ def _encode_from_loader(encoder: Encoder, dataset: PatchDataset, model, device: 
             with autocast_for(device, precision):
                 features = model(encoder.normalize(batch.to(device, non_blocking=True)))
             _check_finite(features, dataset.slide.name, done)
-            out[done:done + len(batch)] = features.float().cpu()
+            out[done : done + len(batch)] = features.float().cpu()
             done += len(batch)
             yield len(batch)
 
 
-def _encode_in_cpu_streams(encoder: Encoder, dataset: PatchDataset, model, runtime: RuntimeSettings,
-                           batch_size: int, out: torch.Tensor, precision: str = "fp32"):
+def _encode_in_cpu_streams(
+    encoder: Encoder,
+    dataset: PatchDataset,
+    model,
+    runtime: RuntimeSettings,
+    batch_size: int,
+    out: torch.Tensor,
+    precision: str = "fp32",
+):
     """Each stream (a thread with its share of the torch threads) reads one batch and encodes
     it; yields batch sizes in order. At most two batches per stream are in flight."""
     n = len(dataset)
@@ -376,8 +423,9 @@ def _encode_in_cpu_streams(encoder: Encoder, dataset: PatchDataset, model, runti
         return stop - start
 
     # OpenMP thread counts are per thread: each stream sets its own.
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="features-stream",
-                              initializer=torch.set_num_threads, initargs=(threads_per_stream,))
+    pool = ThreadPoolExecutor(
+        streams, thread_name_prefix="features-stream", initializer=torch.set_num_threads, initargs=(threads_per_stream,)
+    )
     pending: deque = deque()
     try:
         for start in starts:
@@ -398,16 +446,27 @@ def _remove_stale_parts(path: Path) -> None:
     remove_stale_parts(path)
 
 
-def write_feature_files(out_h5: str | os.PathLike, out_pt: str | os.PathLike, features: torch.Tensor,
-                        coords: np.ndarray, coords_attrs: dict, encoder: Encoder, extra_attrs: dict) -> None:
+def write_feature_files(
+    out_h5: str | os.PathLike,
+    out_pt: str | os.PathLike,
+    features: torch.Tensor,
+    coords: np.ndarray,
+    coords_attrs: dict,
+    encoder: Encoder,
+    extra_attrs: dict,
+) -> None:
     """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features).
 
     Both are written from ``features`` itself (float32, contiguous, a whole storage), without a
     second copy: h5py writes straight from the array's memory and ``torch.save`` from the
     tensor's storage. The ``.pt`` keeps CLAM's layout: the features tensor alone.
     """
-    if features.dtype != torch.float32 or not features.is_contiguous() or features.storage_offset() != 0 \
-            or features.untyped_storage().nbytes() != features.numel() * 4:
+    if (
+        features.dtype != torch.float32
+        or not features.is_contiguous()
+        or features.storage_offset() != 0
+        or features.untyped_storage().nbytes() != features.numel() * 4
+    ):
         # Never the case for encode_patches' output; a view would make torch.save write its whole storage.
         features = features.to(torch.float32).contiguous().clone()
     with atomic_path(out_h5) as tmp:
@@ -439,10 +498,19 @@ def _cached_encoder(settings: EncoderSettings) -> Encoder:
     return _ENCODERS[key]
 
 
-def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLike, out_h5: str | os.PathLike,
-                     out_pt: str | os.PathLike, features: dict | None = None, slide_id: str | None = None,
-                     mpp: float | None = None, stats_json: str | os.PathLike | None = None,
-                     log_file: str | None = None, threads: int | None = None, gpus: int | None = None) -> dict:
+def extract_features(
+    slide_path: str | os.PathLike,
+    patches_h5: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    out_pt: str | os.PathLike,
+    features: dict | None = None,
+    slide_id: str | None = None,
+    mpp: float | None = None,
+    stats_json: str | os.PathLike | None = None,
+    log_file: str | None = None,
+    threads: int | None = None,
+    gpus: int | None = None,
+) -> dict:
     """Encode every patch listed in ``patches_h5`` and write the feature files of one slide.
 
     ``features`` is the ``features:`` config section; ``threads`` the job's thread count
@@ -463,23 +531,42 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
         torch.set_num_threads(int(n_threads))
     encoder = _cached_encoder(enc_settings)
     slide = open_slide(slide_path, name=slide_id, mpp=mpp)
-    dataset = PatchDataset(slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]),
-                           encoder.pixels)
+    dataset = PatchDataset(
+        slide, coords, int(coords_attrs["patch_level"]), int(coords_attrs["patch_size"]), encoder.pixels
+    )
     # With a log file the bar goes through logging, else to stderr as a terminal bar.
     stream = _LogStream(logging.getLogger("hmf.features.progress")) if log_file else None
     try:
         with claimed_device(runtime.device, gpus) as device:
             precision = resolve_precision(runtime.precision, device)
-            log.info("slide %s: %d patches, encoder %s (%s), device %s, %s", slide_id, len(coords),
-                     encoder.name, encoder.weights, device, describe_layout(runtime, device, len(coords), precision))
+            log.info(
+                "slide %s: %d patches, encoder %s (%s), device %s, %s",
+                slide_id,
+                len(coords),
+                encoder.name,
+                encoder.weights,
+                device,
+                describe_layout(runtime, device, len(coords), precision),
+            )
             encode_start = time.perf_counter()
             feats = encode_patches(encoder, dataset, device, runtime, progress=stream, precision=precision)
             encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
-    write_feature_files(out_h5, out_pt, feats, coords, coords_attrs, encoder,
-                        {"slide_id": slide_id, "patch_level": int(coords_attrs["patch_level"]),
-                         "patch_size": int(coords_attrs["patch_size"]), "precision": precision})
+    write_feature_files(
+        out_h5,
+        out_pt,
+        feats,
+        coords,
+        coords_attrs,
+        encoder,
+        {
+            "slide_id": slide_id,
+            "patch_level": int(coords_attrs["patch_level"]),
+            "patch_size": int(coords_attrs["patch_size"]),
+            "precision": precision,
+        },
+    )
     del feats
     seconds = time.perf_counter() - start
     stats = {
@@ -502,6 +589,16 @@ def extract_features(slide_path: str | os.PathLike, patches_h5: str | os.PathLik
     return stats
 
 
-__all__ = ["EncoderError", "FeaturesConfigError", "SlideError", "extract_features", "resolve_features",
-           "resolve_device", "resolve_precision", "encode_patches", "PatchDataset", "write_feature_files",
-           "describe_layout"]
+__all__ = [
+    "EncoderError",
+    "FeaturesConfigError",
+    "SlideError",
+    "extract_features",
+    "resolve_features",
+    "resolve_device",
+    "resolve_precision",
+    "encode_patches",
+    "PatchDataset",
+    "write_feature_files",
+    "describe_layout",
+]

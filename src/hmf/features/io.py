@@ -156,8 +156,9 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
     return FeatureFileInfo(path, int(shape[0]), int(shape[1]), coords_rows is not None)
 
 
-def check_feature_folder(folder: str | os.PathLike, slide_ids: list[str],
-                         coords_for: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
+def check_feature_folder(
+    folder: str | os.PathLike, slide_ids: list[str], coords_for: list[str] | tuple[str, ...] = ()
+) -> dict[str, Path]:
     """The feature file of every slide in an existing folder in CLAM's or TRIDENT's layout
     (``h5_files/<slide>.h5`` with ``features`` and ``coords``, or ``pt_files/<slide>.pt``).
 
@@ -244,5 +245,6 @@ def check_uniform_precision(paths) -> str | None:
             raise FeatureFileError(
                 f"slides {path_a.stem} and {path_b.stem} have features computed in different precisions "
                 f"({prec_a} in {path_a}, {prec_b} in {path_b}); extract every slide with one "
-                f"features.precision")
+                f"features.precision"
+            )
     return next(iter(seen), None)

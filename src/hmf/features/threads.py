@@ -20,7 +20,7 @@ Light on purpose (h5py only): the workflow imports it when it reads the rules.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 # About 2.5 s of one core's fp32 work on ResNet50-trunc (12-13 patches/s per core measured),
 # half a job's start-up: the demo's slides (about 27 patches) get one thread each.

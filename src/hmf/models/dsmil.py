@@ -16,9 +16,7 @@ from hmf.models.losses import check_label, class_weight_of, weighted_cross_entro
 
 
 class DSMIL(SlideModel):
-    def __init__(
-        self, in_dim: int, n_classes: int, q_dim: int = 128, passing_v: bool = False, dropout_v: float = 0.0
-    ):
+    def __init__(self, in_dim: int, n_classes: int, q_dim: int = 128, passing_v: bool = False, dropout_v: float = 0.0):
         super().__init__("dsmil", in_dim, n_classes)
         self.instance_classifier = nn.Linear(in_dim, n_classes)
         self.q = nn.Sequential(nn.Linear(in_dim, q_dim), nn.ReLU(), nn.Linear(q_dim, q_dim), nn.Tanh())

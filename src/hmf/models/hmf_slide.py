@@ -48,9 +48,7 @@ class PatchFilter(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            raw = torch.cat(
-                [self.attention(self.embed(chunk))[:, 0] for chunk in torch.split(features, SCORE_CHUNK)]
-            )
+            raw = torch.cat([self.attention(self.embed(chunk))[:, 0] for chunk in torch.split(features, SCORE_CHUNK)])
         finally:
             self.train(was_training)
         return torch.softmax(raw, dim=0)

@@ -26,14 +26,16 @@ DENSE_ATTENTION_ELEMENTS = 2**25
 ATTENTION_BLOCK_ELEMENTS = 2**24
 
 
-def _dropout_attention_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
-                             scale: float) -> torch.Tensor:
+def _dropout_attention_block(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, scale: float
+) -> torch.Tensor:
     weights = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
     return F.dropout(weights, dropout_p, training=True) @ v
 
 
-def bounded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
-                      scale: float | None = None) -> torch.Tensor:
+def bounded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, scale: float | None = None
+) -> torch.Tensor:
     """``dropout(softmax(q k^T * scale)) v`` without holding a (…, L, S) matrix when it is large.
 
     q (…, L, E), k (…, S, E), v (…, S, F); ``scale`` defaults to E**-0.5. Dropout is applied
@@ -51,8 +53,7 @@ def bounded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     outputs = []
     for q_block in q.split(block, dim=-2):
         if recompute:
-            outputs.append(checkpoint(_dropout_attention_block, q_block, k, v, dropout_p, scale,
-                                      use_reentrant=False))
+            outputs.append(checkpoint(_dropout_attention_block, q_block, k, v, dropout_p, scale, use_reentrant=False))
         else:
             outputs.append(_dropout_attention_block(q_block, k, v, dropout_p, scale))
     return torch.cat(outputs, dim=-2)

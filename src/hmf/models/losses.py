@@ -100,7 +100,9 @@ def prompt_contrastive_loss(
     (KL is taken towards the target distribution, the direction that stays finite.)
     """
     if positives.shape != text_vectors.shape[:1]:
-        raise ValueError(f"positive mask has shape {tuple(positives.shape)}, text bank has {text_vectors.shape[0]} rows")
+        raise ValueError(
+            f"positive mask has shape {tuple(positives.shape)}, text bank has {text_vectors.shape[0]} rows"
+        )
     if not positives.any():
         raise ValueError("no description of the bag's class in the text bank: check prompt_classes")
     sim = text_vectors @ slide_vector / temperature

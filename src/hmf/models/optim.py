@@ -69,7 +69,9 @@ class Lookahead(Optimizer):
         saved = state_dict["slow"]
         params = self._params()
         if saved is not None and len(saved) != len(params):
-            raise ValueError(f"lookahead state has {len(saved)} slow weights, the optimiser has {len(params)} parameters")
+            raise ValueError(
+                f"lookahead state has {len(saved)} slow weights, the optimiser has {len(params)} parameters"
+            )
         self.slow = None if saved is None else [s.detach().to(p.device, p.dtype).clone() for s, p in zip(saved, params)]
         self.steps = int(state_dict["steps"])
 
@@ -109,7 +111,9 @@ def build_scheduler(optimizer: Optimizer, spec: dict | None, epochs: int) -> lr_
     if name == "none":
         return lr_scheduler.ConstantLR(target, factor=1.0, total_iters=0)
     if name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(target, T_max=max(1, int(epochs)), eta_min=float(spec.get("eta_min", 0.0)))
+        return lr_scheduler.CosineAnnealingLR(
+            target, T_max=max(1, int(epochs)), eta_min=float(spec.get("eta_min", 0.0))
+        )
     if name == "step":
         return lr_scheduler.StepLR(target, step_size=int(spec["step_size"]), gamma=float(spec.get("gamma", 0.1)))
     if name == "multistep":

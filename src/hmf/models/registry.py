@@ -27,8 +27,17 @@ from hmf.models.pooling import PoolingMIL
 from hmf.models.transmil import TransMIL
 
 
-def _recipe(model: dict, optimizer: dict, scheduler: dict | None = None, *, epochs: int, patience: int,
-            grad_clip: float | None = None, accumulation: int = 1, mixed_precision: str | None = None) -> dict:
+def _recipe(
+    model: dict,
+    optimizer: dict,
+    scheduler: dict | None = None,
+    *,
+    epochs: int,
+    patience: int,
+    grad_clip: float | None = None,
+    accumulation: int = 1,
+    mixed_precision: str | None = None,
+) -> dict:
     return {
         "model": model,
         "optimizer": optimizer,
@@ -46,16 +55,33 @@ _DTFD_MODEL = {"n_pseudo_bags": 4, "hidden": 512, "attn_hidden": 128, "dropout":
 _DTFD_RECIPE = dict(
     optimizer={"name": "adam", "lr": 1e-4, "weight_decay": 1e-4},
     scheduler={"name": "multistep", "milestones": [100], "gamma": 0.2},
-    epochs=200, patience=20, grad_clip=5.0,
+    epochs=200,
+    patience=20,
+    grad_clip=5.0,
 )
 
 SLIDE_DEFAULTS: dict[str, dict] = {
     "hmf": _recipe(
-        {"dim": 512, "embed_dim": 1024, "filter_ratio": 0.5, "max_kept": 16384, "bca_heads": 8, "bca_dropout": 0.25,
-         "encoder_layers": 2, "encoder_heads": 4, "encoder_ff": 1024, "temperature": 0.07,
-         "label_smoothing": 0.1, "focal_gamma": 2.0, "filter_loss_weight": 1.0},
+        {
+            "dim": 512,
+            "embed_dim": 1024,
+            "filter_ratio": 0.5,
+            "max_kept": 16384,
+            "bca_heads": 8,
+            "bca_dropout": 0.25,
+            "encoder_layers": 2,
+            "encoder_heads": 4,
+            "encoder_ff": 1024,
+            "temperature": 0.07,
+            "label_smoothing": 0.1,
+            "focal_gamma": 2.0,
+            "filter_loss_weight": 1.0,
+        },
         {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
-        epochs=200, patience=10, accumulation=5, mixed_precision="bf16",
+        epochs=200,
+        patience=10,
+        accumulation=5,
+        mixed_precision="bf16",
     ),
     "meanpool": _recipe({"pool": "mean", "hidden": 512, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
     "maxpool": _recipe({"pool": "max", "hidden": 512, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
@@ -63,19 +89,24 @@ SLIDE_DEFAULTS: dict[str, dict] = {
     "abmil": _recipe({"hidden": 512, "attn_hidden": 256, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
     "gatmil": _recipe(
         {"hidden": 256, "heads": 4, "attn_hidden": 128, "dropout": 0.25, "graph": "grid", "k": 8},
-        dict(_ADAM_1E4), epochs=200, patience=20,
+        dict(_ADAM_1E4),
+        epochs=200,
+        patience=20,
     ),
     # DSMIL: Adam betas (0.5, 0.9), wd 1e-3, cosine to 5e-6.
     "dsmil": _recipe(
         {"q_dim": 128, "passing_v": False, "dropout_v": 0.0},
         {"name": "adam", "lr": 1e-4, "weight_decay": 1e-3, "betas": [0.5, 0.9]},
-        {"name": "cosine", "eta_min": 5e-6}, epochs=200, patience=20,
+        {"name": "cosine", "eta_min": 5e-6},
+        epochs=200,
+        patience=20,
     ),
     # TransMIL: RAdam + Lookahead, lr 2e-4, wd 1e-5, max 200 epochs, patience 10.
     "transmil": _recipe(
         {"hidden": 512, "heads": 8, "dropout": 0.1, "attention": "nystrom", "checkpoint_tokens": 16384},
         {"name": "radam", "lr": 2e-4, "weight_decay": 1e-5, "lookahead": {"k": 5, "alpha": 0.5}},
-        epochs=200, patience=10,
+        epochs=200,
+        patience=10,
     ),
     "dtfd_maxs": _recipe({"distill": "maxs", **_DTFD_MODEL}, **copy.deepcopy(_DTFD_RECIPE)),
     "dtfd_maxmins": _recipe({"distill": "maxmins", **_DTFD_MODEL}, **copy.deepcopy(_DTFD_RECIPE)),
@@ -83,22 +114,37 @@ SLIDE_DEFAULTS: dict[str, dict] = {
     # ACMIL: 5 branches, top-10 masking with drop 0.6, AdamW 1e-4 wd 1e-5, 50 epochs cosine.
     "acmil": _recipe(
         {"hidden": 512, "attn_hidden": 128, "n_branches": 5, "n_masked_patch": 10, "mask_drop": 0.6, "dropout": 0.0},
-        {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-5}, {"name": "cosine", "eta_min": 0.0},
-        epochs=50, patience=50,
+        {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-5},
+        {"name": "cosine", "eta_min": 0.0},
+        epochs=50,
+        patience=50,
     ),
 }
 
 PATIENT_DEFAULTS: dict[str, dict] = {
     "hmf_patient": _recipe(
-        {"heads": 8, "layers": 2, "ff_dim": 1024, "dropout": 0.1, "attn_hidden": [512, 256], "mlp_hidden": 256,
-         "max_nodes": 16, "label_smoothing": 0.1, "focal_gamma": 2.0},
+        {
+            "heads": 8,
+            "layers": 2,
+            "ff_dim": 1024,
+            "dropout": 0.1,
+            "attn_hidden": [512, 256],
+            "mlp_hidden": 256,
+            "max_nodes": 16,
+            "label_smoothing": 0.1,
+            "focal_gamma": 2.0,
+        },
         {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
-        epochs=200, patience=10, accumulation=5,
+        epochs=200,
+        patience=10,
+        accumulation=5,
     ),
     **{
         f"{pool}pool": _recipe(
             {"pool": pool, "dropout": 0.0, **({"attn_hidden": 256} if pool == "attn" else {})},
-            dict(_ADAM_1E4), epochs=100, patience=20,
+            dict(_ADAM_1E4),
+            epochs=100,
+            patience=20,
         )
         for pool in ("mean", "max", "sum", "min", "attn")
     },
@@ -110,15 +156,31 @@ SLIDE_MODELS = tuple(SLIDE_DEFAULTS)
 PATIENT_MODELS = tuple(PATIENT_DEFAULTS)
 
 _SLIDE_CLASSES: dict[str, type[nn.Module]] = {
-    "hmf": HMFSlide, "meanpool": PoolingMIL, "maxpool": PoolingMIL, "abmil": ABMIL, "gatmil": GATMIL,
-    "dsmil": DSMIL, "transmil": TransMIL, "dtfd_maxs": DTFDMIL, "dtfd_maxmins": DTFDMIL, "dtfd_afs": DTFDMIL,
+    "hmf": HMFSlide,
+    "meanpool": PoolingMIL,
+    "maxpool": PoolingMIL,
+    "abmil": ABMIL,
+    "gatmil": GATMIL,
+    "dsmil": DSMIL,
+    "transmil": TransMIL,
+    "dtfd_maxs": DTFDMIL,
+    "dtfd_maxmins": DTFDMIL,
+    "dtfd_afs": DTFDMIL,
     "acmil": ACMIL,
 }
-_PATIENT_CLASSES: dict[str, type[nn.Module]] = {"hmf_patient": HMFPatient, **{
-    f"{pool}pool": PoolingPatient for pool in ("mean", "max", "sum", "min", "attn")}}
+_PATIENT_CLASSES: dict[str, type[nn.Module]] = {
+    "hmf_patient": HMFPatient,
+    **{f"{pool}pool": PoolingPatient for pool in ("mean", "max", "sum", "min", "attn")},
+}
 # Keys fixed by the model name (the variant), not overridable from a config.
-_FIXED = {"meanpool": {"pool"}, "maxpool": {"pool"}, "dtfd_maxs": {"distill"}, "dtfd_maxmins": {"distill"},
-          "dtfd_afs": {"distill"}, **{f"{p}pool": {"pool"} for p in ("mean", "max", "sum", "min", "attn")}}
+_FIXED = {
+    "meanpool": {"pool"},
+    "maxpool": {"pool"},
+    "dtfd_maxs": {"distill"},
+    "dtfd_maxmins": {"distill"},
+    "dtfd_afs": {"distill"},
+    **{f"{p}pool": {"pool"} for p in ("mean", "max", "sum", "min", "attn")},
+}
 
 
 def training_defaults(name: str, level: str = "slide") -> dict:

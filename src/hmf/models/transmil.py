@@ -37,8 +37,9 @@ def iterative_pinv(x: torch.Tensor, iterations: int = 6) -> torch.Tensor:
 class NystromAttention(nn.Module):
     """Nystrom self-attention over (N, dim) tokens with ``landmarks`` segment-mean landmarks."""
 
-    def __init__(self, dim: int, heads: int, landmarks: int, dropout: float, pinv_iterations: int = 6,
-                 residual_kernel: int = 33):
+    def __init__(
+        self, dim: int, heads: int, landmarks: int, dropout: float, pinv_iterations: int = 6, residual_kernel: int = 33
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
@@ -46,8 +47,9 @@ class NystromAttention(nn.Module):
         self.pinv_iterations = pinv_iterations
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
-        self.residual = nn.Conv2d(heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0),
-                                  groups=heads, bias=False)
+        self.residual = nn.Conv2d(
+            heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0), groups=heads, bias=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m = x.shape[0], self.landmarks
@@ -116,8 +118,9 @@ class PPEG(nn.Module):
         conv7, conv5, conv3 = self.convs
         weight = conv7.weight + F.pad(conv5.weight, (1, 1, 1, 1)) + F.pad(conv3.weight, (2, 2, 2, 2))
         bias = conv7.bias + conv5.bias + conv3.bias
-        grid = grid + F.conv2d(grid.contiguous(memory_format=torch.channels_last), weight, bias, padding=3,
-                               groups=grid.shape[1])
+        grid = grid + F.conv2d(
+            grid.contiguous(memory_format=torch.channels_last), weight, bias, padding=3, groups=grid.shape[1]
+        )
         return torch.cat([cls_token, grid.reshape(x.shape[1], -1).T])
 
 
@@ -127,8 +130,16 @@ class TransMIL(SlideModel):
     the dropout masks are replayed): the peak memory of a step at 10^5 patches drops by about
     half for about a third more time. None: never."""
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 512, heads: int = 8, dropout: float = 0.1,
-                 attention: str = "nystrom", checkpoint_tokens: int | None = 16384):
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        hidden: int = 512,
+        heads: int = 8,
+        dropout: float = 0.1,
+        attention: str = "nystrom",
+        checkpoint_tokens: int | None = 16384,
+    ):
         super().__init__("transmil", in_dim, n_classes)
         if checkpoint_tokens is not None and checkpoint_tokens < 1:
             raise ValueError(f"transmil: checkpoint_tokens must be >= 1 or null, got {checkpoint_tokens}")
@@ -149,8 +160,12 @@ class TransMIL(SlideModel):
         # Square the token grid by repeating the first patches (as in the paper's code).
         pad = torch.arange(side * side - n, device=h.device) % n
         h = torch.cat([self.cls_token, h, h[pad]])
-        recompute = (self.training and torch.is_grad_enabled() and self.checkpoint_tokens is not None
-                     and h.shape[0] >= self.checkpoint_tokens)
+        recompute = (
+            self.training
+            and torch.is_grad_enabled()
+            and self.checkpoint_tokens is not None
+            and h.shape[0] >= self.checkpoint_tokens
+        )
         for block, args in ((self.layer1, ()), (self.ppeg, (side,)), (self.layer2, ())):
             h = checkpoint(block, h, *args, use_reentrant=False) if recompute else block(h, *args)
         cls_out = self.norm(h)[0]

@@ -47,7 +47,9 @@ def plot_training_curves(log_csv: str | os.PathLike, out_png: str | os.PathLike,
     if "val_loss" in frame:
         loss_ax.plot(epochs, frame["val_loss"], marker="o", label="validation loss")
         best = int(frame["val_loss"].idxmin())
-        loss_ax.axvline(epochs[best], color="grey", linestyle=":", label=f"lowest validation loss (epoch {epochs[best]})")
+        loss_ax.axvline(
+            epochs[best], color="grey", linestyle=":", label=f"lowest validation loss (epoch {epochs[best]})"
+        )
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.set_title("Loss")
@@ -60,8 +62,9 @@ def plot_training_curves(log_csv: str | os.PathLike, out_png: str | os.PathLike,
         metric_ax.set_ylim(min(0.0, float(frame[[f"val_{m}" for m in metrics]].min().min())) - 0.02, 1.02)
         metric_ax.legend(fontsize=8)
     else:
-        metric_ax.text(0.5, 0.5, "no validation part in this fold", ha="center", va="center",
-                       transform=metric_ax.transAxes)
+        metric_ax.text(
+            0.5, 0.5, "no validation part in this fold", ha="center", va="center", transform=metric_ax.transAxes
+        )
     metric_ax.set_xlabel("epoch")
     metric_ax.set_title("Validation metrics")
     for ax in (loss_ax, metric_ax):

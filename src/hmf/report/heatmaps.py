@@ -32,9 +32,9 @@ from hmf.training import standardise
 log = logging.getLogger(__name__)
 
 DPI = 100
-PANEL_INCHES = 5.0          # width of one panel of the heatmap figure
+PANEL_INCHES = 5.0  # width of one panel of the heatmap figure
 HEATMAP_MARGIN_INCHES = 2.2  # title, panel titles, colour bars and the note below the images
-TILE_INCHES = 2.2           # one patch of the top-k montage
+TILE_INCHES = 2.2  # one patch of the top-k montage
 MONTAGE_COLUMNS = 4
 CMAP = "jet"
 CHECKPOINT_KEYS = ("model", "state_dict", "in_dim", "n_classes", "classes", "text_dim", "params")
@@ -48,9 +48,9 @@ class HeatmapError(ValueError):
 class SlideAttention:
     """One forward pass of a slide model over a slide: per-patch scores and the prediction."""
 
-    attention: np.ndarray                 # (N,) patch attention (HMF: the filter's)
-    bca_attention: np.ndarray | None      # (N,) text-to-patch attention, 0 for dropped patches
-    probs: np.ndarray                     # (C,)
+    attention: np.ndarray  # (N,) patch attention (HMF: the filter's)
+    bca_attention: np.ndarray | None  # (N,) text-to-patch attention, 0 for dropped patches
+    probs: np.ndarray  # (C,)
     classes: list[str]
 
     @property
@@ -72,12 +72,13 @@ class HeatmapSummary:
     probability: float | None
     top_index: list[int] = field(default_factory=list)
     top_scores: list[float] = field(default_factory=list)
-    thumbnail_shape: tuple[int, int] = (0, 0)   # (h, w) of the slide thumbnail drawn on
+    thumbnail_shape: tuple[int, int] = (0, 0)  # (h, w) of the slide thumbnail drawn on
     heatmap_size: tuple[int, int] = (0, 0)
     montage_size: tuple[int, int] = (0, 0)
 
 
 # -- model --------------------------------------------------------------------------------
+
 
 def load_slide_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """The slide model of a training checkpoint, rebuilt and in eval mode, and the checkpoint."""
@@ -94,8 +95,9 @@ def load_slide_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
     if missing:
         raise HeatmapError(f"checkpoint {path} lacks key(s) {missing}; expected a slide checkpoint from train_slide")
     model_params = (ckpt["params"] or {}).get("model", {})
-    model = build_slide_model(ckpt["model"], int(ckpt["in_dim"]), int(ckpt["n_classes"]), model_params,
-                              text_dim=ckpt["text_dim"])
+    model = build_slide_model(
+        ckpt["model"], int(ckpt["in_dim"]), int(ckpt["n_classes"]), model_params, text_dim=ckpt["text_dim"]
+    )
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -105,8 +107,13 @@ def load_slide_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
 
 
 @torch.inference_mode()
-def slide_attention(model: torch.nn.Module, classes: list[str], features: torch.Tensor,
-                    coords: np.ndarray | None = None, text: torch.Tensor | None = None) -> SlideAttention:
+def slide_attention(
+    model: torch.nn.Module,
+    classes: list[str],
+    features: torch.Tensor,
+    coords: np.ndarray | None = None,
+    text: torch.Tensor | None = None,
+) -> SlideAttention:
     """Run ``model`` (eval mode) on one slide and return its attention and prediction."""
     model.eval()
     inputs = {"features": features.float()}
@@ -127,6 +134,7 @@ def slide_attention(model: torch.nn.Module, classes: list[str], features: torch.
 
 
 # -- geometry and drawing ----------------------------------------------------------------------
+
 
 def patch_extent(attrs: dict, level_downsamples: list[tuple[float, float]]) -> tuple[int, int]:
     """Level-0 size (w, h) of a patch from the coordinate file's attributes (ours or CLAM's)."""
@@ -154,9 +162,16 @@ def normalise(scores: np.ndarray) -> np.ndarray:
     return (scores - low) / (high - low)
 
 
-def overlay(thumbnail: np.ndarray, coords: np.ndarray, extent: tuple[int, int], downsample: tuple[float, float],
-            scores: np.ndarray, shown: np.ndarray | None = None, alpha: float = 0.5,
-            cmap: str = CMAP) -> np.ndarray:
+def overlay(
+    thumbnail: np.ndarray,
+    coords: np.ndarray,
+    extent: tuple[int, int],
+    downsample: tuple[float, float],
+    scores: np.ndarray,
+    shown: np.ndarray | None = None,
+    alpha: float = 0.5,
+    cmap: str = CMAP,
+) -> np.ndarray:
     """``thumbnail`` with each shown patch's square tinted by the colour of its normalised score.
 
     Overlapping patches average their scores; pixels outside every shown patch keep the
@@ -216,8 +231,13 @@ def montage_figure_size(k: int) -> tuple[int, int]:
     return int(round(TILE_INCHES * cols * DPI)), int(round((TILE_INCHES + 0.45) * rows * DPI + 0.5 * DPI))
 
 
-def draw_heatmap(path: str | os.PathLike, thumbnail: np.ndarray, panels: list[tuple[str, np.ndarray | None]],
-                 title: str, note: str | None = None) -> tuple[int, int]:
+def draw_heatmap(
+    path: str | os.PathLike,
+    thumbnail: np.ndarray,
+    panels: list[tuple[str, np.ndarray | None]],
+    title: str,
+    note: str | None = None,
+) -> tuple[int, int]:
     """The plain thumbnail, then one overlay per (title, image) panel, each with a colour bar."""
     fig = Figure(figsize=_heatmap_inches(1 + len(panels), thumbnail.shape))
     fig.suptitle(f"{title}\n{note}" if note else title, fontsize=11)
@@ -227,14 +247,16 @@ def draw_heatmap(path: str | os.PathLike, thumbnail: np.ndarray, panels: list[tu
     axes[0].imshow(thumbnail)
     axes[0].set_title("Slide", fontsize=10)
     # An invisible colour bar under the plain slide keeps the three images the same height.
-    spacer = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CMAP]), ax=axes[0], fraction=0.046, pad=0.02,
-                          orientation="horizontal")
+    spacer = fig.colorbar(
+        ScalarMappable(Normalize(0, 1), colormaps[CMAP]), ax=axes[0], fraction=0.046, pad=0.02, orientation="horizontal"
+    )
     spacer.ax.set_visible(False)
     for ax, (name, image) in zip(axes[1:], panels):
         ax.imshow(thumbnail if image is None else image)
         ax.set_title(name, fontsize=10)
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[CMAP]), ax=ax, fraction=0.046, pad=0.02,
-                           orientation="horizontal")
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0, 1), colormaps[CMAP]), ax=ax, fraction=0.046, pad=0.02, orientation="horizontal"
+        )
         bar.set_label("normalised score (min-max within the slide)", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
@@ -266,6 +288,7 @@ def draw_montage(path: str | os.PathLike, tiles: list[np.ndarray], labels: list[
 
 # -- entry point --------------------------------------------------------------------------------
 
+
 def _read_inputs(features_path, coords_path) -> tuple[torch.Tensor, np.ndarray, dict]:
     from hmf.features.io import read_features
     from hmf.wsi.patching import read_coords
@@ -282,7 +305,9 @@ def _read_inputs(features_path, coords_path) -> tuple[torch.Tensor, np.ndarray, 
                 f"{len(coords)} of {coords_path}; re-extract the features of this slide"
             )
     elif len(coords) != features.shape[0]:
-        raise HeatmapError(f"{features_path} has {features.shape[0]} feature rows but {coords_path} has {len(coords)} coords")
+        raise HeatmapError(
+            f"{features_path} has {features.shape[0]} feature rows but {coords_path} has {len(coords)} coords"
+        )
     return features, coords, attrs
 
 
@@ -318,24 +343,31 @@ def render_slide_heatmap(
             raise HeatmapError(f"checkpoint {checkpoint}: model {ckpt['model']!r} needs the text bank")
         text, _ = load_text_inputs(text_bank, tuple(classes))
     if features.shape[0] and features.shape[1] != int(ckpt["in_dim"]):
-        raise HeatmapError(f"feature file {features_path} has D={features.shape[1]}, checkpoint {checkpoint} "
-                           f"expects {ckpt['in_dim']}")
+        raise HeatmapError(
+            f"feature file {features_path} has D={features.shape[1]}, checkpoint {checkpoint} expects {ckpt['in_dim']}"
+        )
 
     slide = open_slide(slide_path, name=slide_id, mpp=mpp)
     try:
         w0, h0 = slide.dimensions
         thumbnail, downsample = slide.read_downsampled(max(w0, h0) / max(int(thumbnail_px), 16))
         extent = patch_extent(attrs, slide.level_downsamples)
-        summary = HeatmapSummary(slide_id=slide_id, n_patches=int(features.shape[0]), predicted=None, probability=None,
-                                 thumbnail_shape=tuple(int(v) for v in thumbnail.shape[:2]))
+        summary = HeatmapSummary(
+            slide_id=slide_id,
+            n_patches=int(features.shape[0]),
+            predicted=None,
+            probability=None,
+            thumbnail_shape=tuple(int(v) for v in thumbnail.shape[:2]),
+        )
         truth = f"true: {true_label}" if true_label else "true: unknown"
         head = f"{slide_id} ({ckpt['model']}{', ' + context if context else ''})"
 
         if features.shape[0] == 0:
             log.warning("slide %s: no patches; drawing the thumbnail only", slide_id)
             title = f"{head}\n{truth}; no patches, no prediction"
-            summary.heatmap_size = draw_heatmap(out_heatmap, thumbnail, [("Patch attention", None)], title,
-                                                note="no tissue patches on this slide")
+            summary.heatmap_size = draw_heatmap(
+                out_heatmap, thumbnail, [("Patch attention", None)], title, note="no tissue patches on this slide"
+            )
             summary.montage_size = draw_montage(out_top, [], [], f"{slide_id}: no patches")
             return summary
 
@@ -343,14 +375,23 @@ def render_slide_heatmap(
         result = slide_attention(model, classes, features, coords, text)
         summary.predicted, summary.probability = result.predicted, result.probability
         title = f"{head}\n{truth}; predicted: {result.predicted} (p = {result.probability:.2f})"
-        panels = [("Patch attention (filter)" if result.bca_attention is not None else "Patch attention",
-                   overlay(thumbnail, coords, extent, downsample, result.attention, alpha=alpha))]
+        panels = [
+            (
+                "Patch attention (filter)" if result.bca_attention is not None else "Patch attention",
+                overlay(thumbnail, coords, extent, downsample, result.attention, alpha=alpha),
+            )
+        ]
         if result.bca_attention is not None:
             kept = result.bca_attention > 0
-            panels.append(("Bi-cross attention (text to kept patches)",
-                           overlay(thumbnail, coords, extent, downsample, result.bca_attention, shown=kept, alpha=alpha)))
-        summary.heatmap_size = draw_heatmap(out_heatmap, thumbnail, panels, title,
-                                            note=f"{len(coords)} patches of {extent[0]} x {extent[1]} level-0 px")
+            panels.append(
+                (
+                    "Bi-cross attention (text to kept patches)",
+                    overlay(thumbnail, coords, extent, downsample, result.bca_attention, shown=kept, alpha=alpha),
+                )
+            )
+        summary.heatmap_size = draw_heatmap(
+            out_heatmap, thumbnail, panels, title, note=f"{len(coords)} patches of {extent[0]} x {extent[1]} level-0 px"
+        )
 
         order = np.argsort(-result.attention, kind="stable")[: max(int(top_k), 0)]
         level, size = int(attrs["patch_level"]), int(attrs["patch_size"])
@@ -369,8 +410,14 @@ def render_slide_heatmap(
         )
     finally:
         slide.close()
-    log.info("slide %s: %d patches, predicted %s (p=%.3f), top patch %s", slide_id, summary.n_patches,
-             summary.predicted, summary.probability, summary.top_index[:1])
+    log.info(
+        "slide %s: %d patches, predicted %s (p=%.3f), top patch %s",
+        slide_id,
+        summary.n_patches,
+        summary.predicted,
+        summary.probability,
+        summary.top_index[:1],
+    )
     return summary
 
 
@@ -402,7 +449,16 @@ def heatmap_for_fold(
         raise HeatmapError(f"split file {split_csv}: patient {row['patient_id']} of slide {slide_id} is missing")
     mpp = float(row["mpp"]) if pd.notna(row.get("mpp")) else None
     return render_slide_heatmap(
-        checkpoint, features_path, coords_path, row["path"], slide_id, out_heatmap, out_top,
-        text_bank=text_bank, true_label=row["slide_label"] or None,
-        context=f"fold {fold}, {part} slide", mpp=mpp, **options,
+        checkpoint,
+        features_path,
+        coords_path,
+        row["path"],
+        slide_id,
+        out_heatmap,
+        out_top,
+        text_bank=text_bank,
+        true_label=row["slide_label"] or None,
+        context=f"fold {fold}, {part} slide",
+        mpp=mpp,
+        **options,
     )

@@ -35,11 +35,23 @@ NO_TISSUE = "no tissue"
 LITTLE_TISSUE = "little tissue"
 FEW_PATCHES = "few patches"
 MANY_PATCHES = "many patches"
-REASONS = (FEATURES_UNREADABLE, NO_FEATURES, FEATURES_MISMATCH, NO_TISSUE, LITTLE_TISSUE, FEW_PATCHES,
-           MANY_PATCHES)
+REASONS = (FEATURES_UNREADABLE, NO_FEATURES, FEATURES_MISMATCH, NO_TISSUE, LITTLE_TISSUE, FEW_PATCHES, MANY_PATCHES)
 
-TABLE_COLUMNS = ["order", "slide_id", "review", "tissue_area_mm2", "n_contours", "n_holes", "n_patches",
-                 "n_features", "patch_z", "in_report", "mask", "stitch", "features"]
+TABLE_COLUMNS = [
+    "order",
+    "slide_id",
+    "review",
+    "tissue_area_mm2",
+    "n_contours",
+    "n_holes",
+    "n_patches",
+    "n_features",
+    "patch_z",
+    "in_report",
+    "mask",
+    "stitch",
+    "features",
+]
 JPEG_QUALITY = 80
 
 
@@ -54,8 +66,12 @@ class ReviewSettings:
 
     @classmethod
     def from_config(cls, report: dict) -> ReviewSettings:
-        return cls(slides=int(report["qc_slides"]), picture_px=int(report["qc_picture_px"]),
-                   little_tissue=float(report["qc_little_tissue"]), patch_z=float(report["qc_patch_z"]))
+        return cls(
+            slides=int(report["qc_slides"]),
+            picture_px=int(report["qc_picture_px"]),
+            little_tissue=float(report["qc_little_tissue"]),
+            patch_z=float(report["qc_patch_z"]),
+        )
 
 
 def feature_rows(path: str | os.PathLike) -> tuple[int | None, str | None]:
@@ -79,27 +95,36 @@ def patch_z(n_patches: pd.Series) -> pd.Series:
     return (logs - median) / scale
 
 
-def review_table(summary: pd.DataFrame, masks: list, stitches: list, features: list,
-                 settings: ReviewSettings = ReviewSettings()) -> pd.DataFrame:
+def review_table(
+    summary: pd.DataFrame, masks: list, stitches: list, features: list, settings: ReviewSettings = ReviewSettings()
+) -> pd.DataFrame:
     """Every slide of the QC summary with its review reasons, its report order (1.. for the
     slides whose picture the report shows, empty otherwise) and the paths of its pictures.
 
     ``masks``, ``stitches`` and ``features`` are paths in the summary's slide order.
     """
-    missing = [c for c in ("slide_id", "tissue_area_mm2", "n_contours", "n_holes", "n_patches", "no_tissue")
-               if c not in summary.columns]
+    missing = [
+        c
+        for c in ("slide_id", "tissue_area_mm2", "n_contours", "n_holes", "n_patches", "no_tissue")
+        if c not in summary.columns
+    ]
     if missing:
         raise ValueError(f"QC summary: missing column(s) {missing}")
     if not (len(summary) == len(masks) == len(stitches) == len(features)):
-        raise ValueError(f"QC review: {len(summary)} slides in the QC summary but {len(masks)} masks, "
-                         f"{len(stitches)} stitches and {len(features)} feature files")
+        raise ValueError(
+            f"QC review: {len(summary)} slides in the QC summary but {len(masks)} masks, "
+            f"{len(stitches)} stitches and {len(features)} feature files"
+        )
     frame = summary[["slide_id", "tissue_area_mm2", "n_contours", "n_holes", "n_patches", "no_tissue"]].copy()
     frame["slide_id"] = frame["slide_id"].astype(str)
     frame["n_patches"] = pd.to_numeric(frame["n_patches"]).astype(int)
     frame["tissue_area_mm2"] = pd.to_numeric(frame["tissue_area_mm2"])
     frame["no_tissue"] = frame["no_tissue"].astype(str).str.lower().isin(("true", "1"))
-    frame["mask"], frame["stitch"], frame["features"] = [str(p) for p in masks], [str(p) for p in stitches], \
-        [str(p) for p in features]
+    frame["mask"], frame["stitch"], frame["features"] = (
+        [str(p) for p in masks],
+        [str(p) for p in stitches],
+        [str(p) for p in features],
+    )
     read = [feature_rows(path) for path in frame["features"]]
     frame["n_features"] = pd.array([rows for rows, _ in read], dtype="Int64")
     errors = [error for _, error in read]
@@ -140,8 +165,11 @@ def choose_slides(frame: pd.DataFrame, reasons: list[list[str]], limit: int) -> 
     reason, then by how extreme their patch count is; then the unflagged slides spread evenly
     over the patch counts (smallest, ..., largest)."""
     rank = {reason: i for i, reason in enumerate(REASONS)}
-    flagged = [(min(rank[r] for r in found), -abs(z) if pd.notna(z) else 0.0, slide, index)
-               for index, found, z, slide in zip(frame.index, reasons, frame["patch_z"], frame["slide_id"]) if found]
+    flagged = [
+        (min(rank[r] for r in found), -abs(z) if pd.notna(z) else 0.0, slide, index)
+        for index, found, z, slide in zip(frame.index, reasons, frame["patch_z"], frame["slide_id"])
+        if found
+    ]
     chosen = [index for *_, index in sorted(flagged)][: max(limit, 0)]
     room = max(limit, 0) - len(chosen)
     others = frame.loc[[i for i, found in zip(frame.index, reasons) if not found]]
@@ -153,6 +181,7 @@ def choose_slides(frame: pd.DataFrame, reasons: list[list[str]], limit: int) -> 
 
 
 # -- pictures ----------------------------------------------------------------------------
+
 
 def _font(size: int) -> ImageFont.ImageFont:
     try:
@@ -170,8 +199,7 @@ def _fitted(path: str | os.PathLike, box: int) -> Image.Image:
         return image
 
 
-def qc_picture(mask: str | os.PathLike, stitch: str | os.PathLike, title: str, subtitle: str,
-               px: int) -> Image.Image:
+def qc_picture(mask: str | os.PathLike, stitch: str | os.PathLike, title: str, subtitle: str, px: int) -> Image.Image:
     """Mask and stitch side by side, each fitted into a ``px`` square, under a header (title,
     QC figures, panel names).
 
@@ -198,8 +226,7 @@ def _figures(row: pd.Series) -> str:
     area = "n/a" if pd.isna(row["tissue_area_mm2"]) else f"{float(row['tissue_area_mm2']):.2f} mm2"
     features = "unreadable" if pd.isna(row["n_features"]) else f"{int(row['n_features']):,}"
     contours = "n/a" if pd.isna(row["n_contours"]) else int(row["n_contours"])
-    return (f"tissue {area} · {contours} contours · {int(row['n_patches']):,} patches · "
-            f"{features} features")
+    return f"tissue {area} · {contours} contours · {int(row['n_patches']):,} patches · {features} features"
 
 
 def write_qc_pictures(table: pd.DataFrame, out_dir: str | os.PathLike, px: int) -> list[Path]:
@@ -237,22 +264,39 @@ TABLE_STYLE = """<style>
 .hmf-qc tr.r td{background:#fef3c7}
 </style>"""
 
-HEADER = ["#", "Slide", "Review", "Tissue (mm²)", "Contours", "Holes", "Patches", "Features", "Patch z",
-          "Mask", "Stitch"]
+HEADER = [
+    "#",
+    "Slide",
+    "Review",
+    "Tissue (mm²)",
+    "Contours",
+    "Holes",
+    "Patches",
+    "Features",
+    "Patch z",
+    "Mask",
+    "Stitch",
+]
 
 
 def review_overview(table: pd.DataFrame) -> str:
     """One sentence: slides, slides flagged per reason, and how many pictures the report shows."""
     flagged = table[table["review"] != ""]
-    counts = {reason: int(flagged["review"].str.split("; ").apply(lambda found, r=reason: r in found).sum())
-              for reason in REASONS}
+    counts = {
+        reason: int(flagged["review"].str.split("; ").apply(lambda found, r=reason: r in found).sum())
+        for reason in REASONS
+    }
     parts = [f"{n} {reason}" for reason, n in counts.items() if n]
-    return (f"{len(table)} slides; {len(flagged)} flagged for review" + (f" ({', '.join(parts)})" if parts else "")
-            + f"; QC pictures of {int(table['in_report'].sum())} in the report, flagged slides first.")
+    return (
+        f"{len(table)} slides; {len(flagged)} flagged for review"
+        + (f" ({', '.join(parts)})" if parts else "")
+        + f"; QC pictures of {int(table['in_report'].sum())} in the report, flagged slides first."
+    )
 
 
 def review_html(table: pd.DataFrame, title: str) -> str:
     """A page with the QC table: every slide, its review reasons, QC figures and picture paths."""
+
     def cell(value, left=False) -> str:
         text = "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
         return f'<td class="l">{html.escape(text)}</td>' if left else f"<td>{html.escape(text)}</td>"
@@ -260,23 +304,49 @@ def review_html(table: pd.DataFrame, title: str) -> str:
     rows = []
     for _, row in table.iterrows():
         area = "" if pd.isna(row["tissue_area_mm2"]) else f"{float(row['tissue_area_mm2']):.3f}"
-        cells = [cell(row["order"]), cell(row["slide_id"], True), cell(row["review"], True), cell(area),
-                 cell(row["n_contours"]), cell(row["n_holes"]), cell(row["n_patches"]), cell(row["n_features"]),
-                 cell(row["patch_z"]), cell(row["mask"], True), cell(row["stitch"], True)]
-        rows.append(f'<tr{" class=r" if row["review"] else ""}>' + "".join(cells) + "</tr>")
+        cells = [
+            cell(row["order"]),
+            cell(row["slide_id"], True),
+            cell(row["review"], True),
+            cell(area),
+            cell(row["n_contours"]),
+            cell(row["n_holes"]),
+            cell(row["n_patches"]),
+            cell(row["n_features"]),
+            cell(row["patch_z"]),
+            cell(row["mask"], True),
+            cell(row["stitch"], True),
+        ]
+        rows.append(f"<tr{' class=r' if row['review'] else ''}>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>' + html.escape(title) + "</title>\n"
-        + TABLE_STYLE + '\n</head><body class="hmf-qc">\n<h3>' + html.escape(title) + "</h3>\n<p><!-- overview -->"
-        + html.escape(review_overview(table)) + "<!-- overview --> Highlighted rows are flagged for review; # is the order of the "
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>'
+        + html.escape(title)
+        + "</title>\n"
+        + TABLE_STYLE
+        + '\n</head><body class="hmf-qc">\n<h3>'
+        + html.escape(title)
+        + "</h3>\n<p><!-- overview -->"
+        + html.escape(review_overview(table))
+        + "<!-- overview --> Highlighted rows are flagged for review; # is the order of the "
         "slide's picture in the report (empty: the picture is on disk only).</p>\n"
-        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</body></html>\n"
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody>\n</table>\n</body></html>\n"
     )
 
 
-def write_review(summary_csv: str | os.PathLike, masks: list, stitches: list, features: list,
-                 out_csv: str | os.PathLike, out_html: str | os.PathLike, out_pictures: str | os.PathLike,
-                 settings: ReviewSettings, title: str = "QC of every slide") -> pd.DataFrame:
+def write_review(
+    summary_csv: str | os.PathLike,
+    masks: list,
+    stitches: list,
+    features: list,
+    out_csv: str | os.PathLike,
+    out_html: str | os.PathLike,
+    out_pictures: str | os.PathLike,
+    settings: ReviewSettings,
+    title: str = "QC of every slide",
+) -> pd.DataFrame:
     """The QC review outputs: the table as CSV and HTML, and the chosen slides' pictures."""
     summary = pd.read_csv(summary_csv, dtype={"slide_id": str}, keep_default_na=False, na_values=[""])
     table = review_table(summary, masks, stitches, features, settings)
@@ -301,9 +371,20 @@ def picture_labels(review_csv: str | os.PathLike, slide: str) -> dict:
 
 @lru_cache(maxsize=1)  # the report asks once per picture; read the table once per version
 def _read_review(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"slide_id": str, "review": str}, keep_default_na=False,
-                       na_values={"order": [""]})
+    return pd.read_csv(path, dtype={"slide_id": str, "review": str}, keep_default_na=False, na_values={"order": [""]})
 
 
-__all__ = ["ReviewSettings", "REASONS", "review_table", "choose_slides", "qc_picture", "write_qc_pictures",
-           "review_html", "review_overview", "write_review", "picture_labels", "feature_rows", "patch_z"]
+__all__ = [
+    "ReviewSettings",
+    "REASONS",
+    "review_table",
+    "choose_slides",
+    "qc_picture",
+    "write_qc_pictures",
+    "review_html",
+    "review_overview",
+    "write_review",
+    "picture_labels",
+    "feature_rows",
+    "patch_z",
+]

@@ -19,13 +19,15 @@ def fold_test_patients(sheet: pd.DataFrame, splits: dict) -> list[set[str]]:
     if splits.get("files"):
         folds = load_splits(splits["files"], patients)
     else:
-        folds = make_splits(patients, k=int(splits["k"]), val_fraction=float(splits["val_fraction"]),
-                            seed=int(splits["seed"]))
+        folds = make_splits(
+            patients, k=int(splits["k"]), val_fraction=float(splits["val_fraction"]), seed=int(splits["seed"])
+        )
     return [set(fold.loc[fold["split"] == "test", "patient_id"].astype(str)) for fold in folds]
 
 
-def heatmap_jobs(sheet: pd.DataFrame, test_patients: list[set[str]], slides: list[str] | None = None,
-                 per_class: int = 1) -> list[tuple[int, str]]:
+def heatmap_jobs(
+    sheet: pd.DataFrame, test_patients: list[set[str]], slides: list[str] | None = None, per_class: int = 1
+) -> list[tuple[int, str]]:
     """(fold, slide_id) pairs, sorted by fold then slide id.
 
     ``slides``: explicit slide ids, each drawn in the fold that tests its patient; empty or

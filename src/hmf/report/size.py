@@ -18,8 +18,8 @@ _DATA = {name: re.compile(rf"var {name} = (\{{.*?\}});\s*</script>", re.S) for n
 
 @dataclass(frozen=True)
 class ReportSize:
-    total: int                                    # bytes of the HTML file
-    categories: dict[str, tuple[int, int]]        # category -> (files, bytes embedded)
+    total: int  # bytes of the HTML file
+    categories: dict[str, tuple[int, int]]  # category -> (files, bytes embedded)
 
     @property
     def rest(self) -> int:

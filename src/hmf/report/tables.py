@@ -13,8 +13,7 @@ import pandas as pd
 from hmf.atomic import write_text
 from hmf.evaluation.tables import DEFAULT_METRICS, METRIC_LABELS
 
-STYLE = ("border-collapse:collapse;font-family:sans-serif;font-size:13px;margin:0.5em 0;"
-         "color:#1e293b;background:#ffffff")
+STYLE = "border-collapse:collapse;font-family:sans-serif;font-size:13px;margin:0.5em 0;color:#1e293b;background:#ffffff"
 CELL = "border:1px solid #cbd5e1;padding:3px 8px;text-align:right;white-space:nowrap"
 NOTE = "font-family:sans-serif;font-size:12px;max-width:60em"
 
@@ -59,9 +58,15 @@ def table_html(csv_path: str | os.PathLike, title: str) -> str:
     path = Path(csv_path)
     frame = _read(path, ("model", "folds"))
     pooled = "n" in frame.columns
-    shown = [m for m in DEFAULT_METRICS if m in frame.columns and (
-        (pd.to_numeric(frame[f"{m}_n"]) > 0).any()
-        or (pooled and f"{m}_pooled_ci" in frame and (frame[f"{m}_pooled_ci"] != "n/a").any()))]
+    shown = [
+        m
+        for m in DEFAULT_METRICS
+        if m in frame.columns
+        and (
+            (pd.to_numeric(frame[f"{m}_n"]) > 0).any()
+            or (pooled and f"{m}_pooled_ci" in frame and (frame[f"{m}_pooled_ci"] != "n/a").any())
+        )
+    ]
     header = ["Model", *(METRIC_LABELS[m] for m in shown), "Folds"]
     rows = []
     for _, row in frame.iterrows():
@@ -92,9 +97,12 @@ def comparison_html(csv_path: str | os.PathLike, md_path: str | os.PathLike, tit
         for m in metrics:
             r = part.loc[m]
             diff = pd.to_numeric(r["difference"], errors="coerce")
-            cells.append("n/a" if pd.isna(diff) else
-                         f"{diff:+.3f} [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}]<br>"
-                         f"p = {float(r['p_value']):.3g}")
+            cells.append(
+                "n/a"
+                if pd.isna(diff)
+                else f"{diff:+.3f} [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}]<br>"
+                f"p = {float(r['p_value']):.3g}"
+            )
         cells.append(html.escape(str(group["n"].iloc[0])))
         rows.append(cells)
     notes = markdown_notes(Path(md_path))

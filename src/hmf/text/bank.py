@@ -59,8 +59,9 @@ def clean_descriptions(items, where: str) -> list[str]:
     return out
 
 
-def load_bank(labelset: str, classes: list[str] | tuple[str, ...], bank_dir: str | Path | None = None,
-              min_per_class: int = 1) -> dict[str, list[str]]:
+def load_bank(
+    labelset: str, classes: list[str] | tuple[str, ...], bank_dir: str | Path | None = None, min_per_class: int = 1
+) -> dict[str, list[str]]:
     """Descriptions of ``labelset`` per class, in the order of ``classes``.
 
     Raises ValueError naming the file when the bank's classes differ from ``classes`` or a

@@ -39,7 +39,9 @@ def embed_prompts(prompts: dict[str, Any], encoder: TextEncoder) -> dict[str, An
     texts, owners = flatten_prompts(prompts)
     emb = encoder.encode(texts).float().contiguous()
     if emb.shape != (len(texts), encoder.dim):
-        raise RuntimeError(f"encoder {encoder.name!r} returned shape {tuple(emb.shape)}, expected {(len(texts), encoder.dim)}")
+        raise RuntimeError(
+            f"encoder {encoder.name!r} returned shape {tuple(emb.shape)}, expected {(len(texts), encoder.dim)}"
+        )
     if not torch.isfinite(emb).all():
         raise RuntimeError(f"encoder {encoder.name!r} produced non-finite embeddings")
     return {
@@ -53,8 +55,9 @@ def embed_prompts(prompts: dict[str, Any], encoder: TextEncoder) -> dict[str, An
     }
 
 
-def encode_prompts(prompts_path: str | Path, output: str | Path, encoder_name: str,
-                   text_cfg: dict | None) -> dict[str, Any]:
+def encode_prompts(
+    prompts_path: str | Path, output: str | Path, encoder_name: str, text_cfg: dict | None
+) -> dict[str, Any]:
     """Embed the descriptions in ``prompts_path`` with encoder ``encoder_name``; write ``output`` atomically."""
     cfg = text_settings(text_cfg)
     prompts = read_prompts(prompts_path)
@@ -76,8 +79,12 @@ def load_text_bank(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"text embeddings {path}: missing keys {missing}")
     emb = bank["embeddings"]
-    if emb.ndim != 2 or emb.shape[0] != len(bank["prompts"]) or len(bank["classes"]) != len(bank["prompts"]) \
-            or emb.shape[1] != bank["dim"]:
+    if (
+        emb.ndim != 2
+        or emb.shape[0] != len(bank["prompts"])
+        or len(bank["classes"]) != len(bank["prompts"])
+        or emb.shape[1] != bank["dim"]
+    ):
         raise ValueError(
             f"text embeddings {path}: embeddings {tuple(emb.shape)} do not match {len(bank['prompts'])} prompts "
             f"x dim {bank['dim']}"

@@ -46,8 +46,10 @@ class TextEncoder(Protocol):
 
 
 def _env_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,8 @@ def _missing_weights_error(name: str, path_or_id: str, cause: Exception) -> File
     looks_like_hub_id = path_or_id.count("/") == 1 and not local.exists()
     hub_id = path_or_id if looks_like_hub_id else "google/flan-t5-small"
     where = (
-        f"the folder {local} exists but lacks files" if local.is_dir()
+        f"the folder {local} exists but lacks files"
+        if local.is_dir()
         else f"{path_or_id!r} is neither a local folder nor cached in the Hugging Face cache"
     )
     return FileNotFoundError(
@@ -76,8 +79,15 @@ def _missing_weights_error(name: str, path_or_id: str, cause: Exception) -> File
 class T5MeanEncoder:
     """T5 encoder stack, mean-pooled over non-padding tokens."""
 
-    def __init__(self, name: str, path_or_id: str, device: str = "cpu", batch_size: int = 32,
-                 max_length: int = 128, local_files_only: bool = True):
+    def __init__(
+        self,
+        name: str,
+        path_or_id: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 128,
+        local_files_only: bool = True,
+    ):
         from transformers import AutoTokenizer, T5EncoderModel
 
         self.name = name
@@ -96,8 +106,13 @@ class T5MeanEncoder:
     def encode(self, texts: list[str]) -> torch.Tensor:
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
             hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             out.append(mean_pool(hidden.float(), batch["attention_mask"]).cpu())
         return torch.cat(out).float() if out else torch.zeros(0, self.dim)
@@ -121,8 +136,14 @@ def minilm_model_dir() -> Path:
 class SentenceTransformerEncoder:
     """A sentence-transformers model used as is (its own pooling and normalisation)."""
 
-    def __init__(self, name: str, path_or_id: str | None, device: str = "cpu", batch_size: int = 32,
-                 local_files_only: bool = True):
+    def __init__(
+        self,
+        name: str,
+        path_or_id: str | None,
+        device: str = "cpu",
+        batch_size: int = 32,
+        local_files_only: bool = True,
+    ):
         from sentence_transformers import SentenceTransformer
 
         self.name = name
@@ -157,7 +178,14 @@ def build_text_encoder(name: str, text_cfg: dict[str, Any]) -> TextEncoder:
     if spec["kind"] == "t5":
         if not spec["path_or_id"]:
             raise ValueError(f"text.encoders.{name}.path_or_id is required for kind 't5'")
-        return T5MeanEncoder(name, spec["path_or_id"], device=device, batch_size=batch_size,
-                             max_length=int(text_cfg.get("max_length", 128)), local_files_only=local_only)
-    return SentenceTransformerEncoder(name, spec["path_or_id"], device=device, batch_size=batch_size,
-                                      local_files_only=local_only)
+        return T5MeanEncoder(
+            name,
+            spec["path_or_id"],
+            device=device,
+            batch_size=batch_size,
+            max_length=int(text_cfg.get("max_length", 128)),
+            local_files_only=local_only,
+        )
+    return SentenceTransformerEncoder(
+        name, spec["path_or_id"], device=device, batch_size=batch_size, local_files_only=local_only
+    )

@@ -28,8 +28,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from hmf.text.bank import clean_descriptions
@@ -71,7 +72,7 @@ class LLMSettings:
     backoff_s: float = 2.0
 
     @classmethod
-    def from_config(cls, llm_cfg: dict[str, Any]) -> "LLMSettings":
+    def from_config(cls, llm_cfg: dict[str, Any]) -> LLMSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(llm_cfg) - known
         if unknown:
@@ -86,8 +87,10 @@ class LLMSettings:
         if settings.max_retries < 0:
             raise ValueError(f"text.llm.max_retries must be >= 0, got {settings.max_retries}")
         if not ENV_NAME.match(settings.api_key_env):  # never echoed: it may be the key itself
-            raise ValueError("text.llm.api_key_env must be the name of an environment variable "
-                             "(letters, digits, '_'), not the key; its value is not shown")
+            raise ValueError(
+                "text.llm.api_key_env must be the name of an environment variable "
+                "(letters, digits, '_'), not the key; its value is not shown"
+            )
         if "{n}" not in settings.template or not (
             "{class_name}" in settings.template or "{classes}" in settings.template
         ):
@@ -160,12 +163,15 @@ def parse_answer(content: str | None, classes: list[str], n: int) -> dict[str, l
             raise MalformedOutput(str(err)) from None
         long = [t for t in texts if len(t) > MAX_DESCRIPTION_CHARS]
         if long:
-            log.warning("class %r: dropped %d description(s) longer than %d characters",
-                        name, len(long), MAX_DESCRIPTION_CHARS)
+            log.warning(
+                "class %r: dropped %d description(s) longer than %d characters", name, len(long), MAX_DESCRIPTION_CHARS
+            )
             texts = [t for t in texts if len(t) <= MAX_DESCRIPTION_CHARS]
         if len(texts) < n:
-            raise MalformedOutput(f"class {name!r}: {len(texts)} distinct non-empty descriptions of at most "
-                                  f"{MAX_DESCRIPTION_CHARS} characters, need {n}")
+            raise MalformedOutput(
+                f"class {name!r}: {len(texts)} distinct non-empty descriptions of at most "
+                f"{MAX_DESCRIPTION_CHARS} characters, need {n}"
+            )
         out[name] = texts[:n]
     return out
 
@@ -255,7 +261,9 @@ def _ask(client, settings: LLMSettings, prompt: str, job: list[str], extra: dict
     return parse_answer(reply.choices[0].message.content, job, settings.n_per_class)
 
 
-def generate_descriptions(classes: list[str] | tuple[str, ...], settings: LLMSettings) -> tuple[dict[str, list[str]], int]:
+def generate_descriptions(
+    classes: list[str] | tuple[str, ...], settings: LLMSettings
+) -> tuple[dict[str, list[str]], int]:
     """Ask the LLM for descriptions of every class; return (class -> descriptions, requests made).
 
     Raises LLMError after the retries are spent or on a non-retryable HTTP error.
@@ -299,10 +307,17 @@ def generate_descriptions(classes: list[str] | tuple[str, ...], settings: LLMSet
                 except openai.APIStatusError as err:
                     last_error = f"HTTP {err.status_code}: {_scrub(str(err.message), key)}"
                     if err.status_code not in RETRY_STATUS and err.status_code < 500:
-                        raise LLMError(f"{endpoint} refused the request for model {settings.model!r}: {last_error}") from None
+                        raise LLMError(
+                            f"{endpoint} refused the request for model {settings.model!r}: {last_error}"
+                        ) from None
                     wait_s = max(wait_s, _retry_after(err) or 0.0)
-                log.warning("LLM request for %s failed (attempt %d of %d): %s",
-                            job, attempt + 1, settings.max_retries + 1, last_error)
+                log.warning(
+                    "LLM request for %s failed (attempt %d of %d): %s",
+                    job,
+                    attempt + 1,
+                    settings.max_retries + 1,
+                    last_error,
+                )
             else:
                 raise LLMError(
                     f"no valid descriptions for classes {job} from model {settings.model!r} at {endpoint} "

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,9 @@ def cached_is_current(path: str | Path, key: dict[str, Any]) -> bool:
     return True
 
 
-def make_prompts(output: str | Path, labelset: str, classes: list[str] | tuple[str, ...],
-                 text_cfg: dict | None) -> dict[str, Any]:
+def make_prompts(
+    output: str | Path, labelset: str, classes: list[str] | tuple[str, ...], text_cfg: dict | None
+) -> dict[str, Any]:
     """Write the prompts file of ``labelset`` unless the one at ``output`` is current; return its content.
 
     The file is written atomically and only once every class has valid descriptions.
@@ -123,8 +124,13 @@ def make_prompts(output: str | Path, labelset: str, classes: list[str] | tuple[s
     classes = list(classes)
     key = cache_key(labelset, classes, cfg)
     if cached_is_current(output, key):
-        log.info("keeping %s: provenance matches (source=%s, model=%s, template sha256=%s)",
-                 output, key["source"], key["model"], key["template_sha256"][:12])
+        log.info(
+            "keeping %s: provenance matches (source=%s, model=%s, template sha256=%s)",
+            output,
+            key["source"],
+            key["model"],
+            key["template_sha256"][:12],
+        )
         return read_prompts(output)
     provenance: dict[str, Any] = dict(key)
     if cfg["source"] == "bank":
@@ -133,8 +139,13 @@ def make_prompts(output: str | Path, labelset: str, classes: list[str] | tuple[s
         log.info("descriptions of %s from the bank %s", labelset, bank_path(labelset, cfg["bank_dir"]))
     else:
         llm = LLMSettings.from_config(cfg["llm"])
-        log.info("asking %s (model %s) for %d descriptions per class of %s",
-                 public_url(llm.base_url), llm.model, llm.n_per_class, classes)
+        log.info(
+            "asking %s (model %s) for %d descriptions per class of %s",
+            public_url(llm.base_url),
+            llm.model,
+            llm.n_per_class,
+            classes,
+        )
         descriptions, requests = generate_descriptions(classes, llm)
         provenance.update(
             base_url=public_url(llm.base_url) if llm.base_url else None,
@@ -143,7 +154,7 @@ def make_prompts(output: str | Path, labelset: str, classes: list[str] | tuple[s
             n_per_class=llm.n_per_class,
             requests=requests,
         )
-    provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     data = {"labelset": labelset, "classes": classes, "descriptions": descriptions, "provenance": provenance}
     write_json(output, data)
     log.info("wrote %s: %s", output, {c: len(v) for c, v in descriptions.items()})

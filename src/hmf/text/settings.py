@@ -15,12 +15,12 @@ DEFAULT_TEMPLATE = (
     "You are an expert histopathologist writing reference descriptions for a model that matches "
     "text to haematoxylin and eosin (H&E) whole-slide images.\n"
     "The classes of the task are: {classes}.\n"
-    "Write {n} distinct, medically accurate descriptions of the class \"{class_name}\". Each is one "
+    'Write {n} distinct, medically accurate descriptions of the class "{class_name}". Each is one '
     "sentence of 15 to 40 words describing what a pathologist sees in tissue of this class "
     "(architecture, cells, nuclei, stroma, size criteria, immunohistochemistry where it defines "
     "the class), specific enough to tell it apart from the other classes. Do not mention the "
     "other classes by name.\n"
-    "Reply with a JSON object only, of the form {\"descriptions\": [\"...\", \"...\"]}."
+    'Reply with a JSON object only, of the form {"descriptions": ["...", "..."]}.'
 )
 
 DEFAULTS: dict[str, Any] = {

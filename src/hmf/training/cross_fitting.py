@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,13 +29,16 @@ from hmf.training.bags import read_split
 log = logging.getLogger(__name__)
 
 
-def inner_splits(sheet: pd.DataFrame, outer: dict[str, str], k: int, val_fraction: float, seed: int) -> list[pd.DataFrame]:
+def inner_splits(
+    sheet: pd.DataFrame, outer: dict[str, str], k: int, val_fraction: float, seed: int
+) -> list[pd.DataFrame]:
     """``k`` inner split frames over the outer fold's non-test patients, stratified by label."""
     patients = patient_table(sheet)
     patients = patients[patients["patient_id"].map(outer).isin(["train", "val"])].reset_index(drop=True)
     if len(patients) < k:
-        raise ValueError(f"cross-fitting: {len(patients)} training patients in the fold, fewer than "
-                         f"models.inner_folds={k}")
+        raise ValueError(
+            f"cross-fitting: {len(patients)} training patients in the fold, fewer than models.inner_folds={k}"
+        )
     ids, labels = patients["patient_id"].to_numpy(), patients["patient_label"].to_numpy()
     outer_test = sorted(p for p, s in outer.items() if s == "test")
     # Stratified dealing: each class's patients, shuffled, are dealt to the inner folds in turn
@@ -60,16 +62,19 @@ def inner_splits(sheet: pd.DataFrame, outer: dict[str, str], k: int, val_fractio
     return folds
 
 
-def write_inner_splits(sheet_csv, split_csv, out_paths: Sequence[str | os.PathLike], val_fraction: float,
-                       seed: int) -> None:
+def write_inner_splits(
+    sheet_csv, split_csv, out_paths: Sequence[str | os.PathLike], val_fraction: float, seed: int
+) -> None:
     sheet = read_sample_sheet(sheet_csv)
-    for path, frame in zip(out_paths, inner_splits(sheet, read_split(split_csv), len(out_paths), val_fraction, seed),
-                           strict=True):
+    for path, frame in zip(
+        out_paths, inner_splits(sheet, read_split(split_csv), len(out_paths), val_fraction, seed), strict=True
+    ):
         write_csv(path, frame)
 
 
-def cross_fitted_embeddings(sheet_csv, outer_split_csv, outer_embeddings, inner_split_csvs: Sequence,
-                            inner_embeddings: Sequence, out_path) -> dict:
+def cross_fitted_embeddings(
+    sheet_csv, outer_split_csv, outer_embeddings, inner_split_csvs: Sequence, inner_embeddings: Sequence, out_path
+) -> dict:
     """The outer model's embeddings file with every training and validation slide's row
     replaced by the inner model that held its patient out. Same layout as ``embeddings.pt``
     plus ``source`` (per slide: ``outer`` or ``inner_<j>``)."""
@@ -85,7 +90,9 @@ def cross_fitted_embeddings(sheet_csv, outer_split_csv, outer_embeddings, inner_
         for patient, part in read_split(split_csv).items():
             if part == "test" and outer.get(patient) in ("train", "val"):
                 if patient in held_by:
-                    raise ValueError(f"{split_csv}: patient {patient} is also held out by inner fold {held_by[patient]}")
+                    raise ValueError(
+                        f"{split_csv}: patient {patient} is also held out by inner fold {held_by[patient]}"
+                    )
                 held_by[patient] = j
     for j, path in enumerate(inner_embeddings):
         inner = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,11 +103,17 @@ def cross_fitted_embeddings(sheet_csv, outer_split_csv, outer_embeddings, inner_
                     raise ValueError(f"{path}: no embedding of slide {slide}")
                 embeddings[i], probs[i] = inner["embeddings"][row_of[slide]], inner["probs"][row_of[slide]]
                 source[i] = f"inner_{j}"
-    missing = sorted(s for s, src in zip(ids, source) if src == "outer" and outer.get(patient_of[s]) in ("train", "val"))
+    missing = sorted(
+        s for s, src in zip(ids, source) if src == "outer" and outer.get(patient_of[s]) in ("train", "val")
+    )
     if missing:
         raise ValueError(f"cross-fitting: training slide(s) {missing[:10]} held out by no inner fold")
     with atomic_path(out_path) as tmp:
         torch.save({**saved, "embeddings": embeddings, "probs": probs, "source": source}, tmp)
-    log.info("%d slides: %d from inner models, %d from the outer model", len(ids),
-             sum(s != "outer" for s in source), sum(s == "outer" for s in source))
+    log.info(
+        "%d slides: %d from inner models, %d from the outer model",
+        len(ids),
+        sum(s != "outer" for s in source),
+        sum(s == "outer" for s in source),
+    )
     return {"inner": sum(s != "outer" for s in source), "outer": sum(s == "outer" for s in source)}

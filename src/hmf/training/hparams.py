@@ -20,8 +20,7 @@ class HyperParameters:
     fit: FitConfig
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "fit": asdict(self.fit)}
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "fit": asdict(self.fit)}
 
 
 def resolve(level: str, name: str, overrides: dict | None, training: dict | None) -> HyperParameters:
@@ -31,9 +30,7 @@ def resolve(level: str, name: str, overrides: dict | None, training: dict | None
     overrides = copy.deepcopy(overrides or {})
     unknown = set(overrides) - set(recipe)
     if unknown:
-        raise ValueError(
-            f"models.{level}_params.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(recipe)}"
-        )
+        raise ValueError(f"models.{level}_params.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(recipe)}")
     for key, value in overrides.items():
         if key in MERGED_KEYS:
             if not isinstance(value, dict):
@@ -57,5 +54,4 @@ def resolve(level: str, name: str, overrides: dict | None, training: dict | None
         bf16=training.get("bf16", "cuda") if recipe.get("mixed_precision") == "bf16" else False,
         max_patches=training.get("max_patches"),
     )
-    return HyperParameters(model=recipe["model"], optimizer=recipe["optimizer"],
-                           scheduler=recipe["scheduler"], fit=fit)
+    return HyperParameters(model=recipe["model"], optimizer=recipe["optimizer"], scheduler=recipe["scheduler"], fit=fit)

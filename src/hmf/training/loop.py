@@ -15,9 +15,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,8 +112,10 @@ def _autocast(device: torch.device, enabled: bool | str):
         if reason is None:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         if mode == "always":
-            raise ValueError(f"training.bf16=always: {reason}. Use auto to train in bf16 only where "
-                             "the CPU has it, or cuda/false for fp32 on the CPU")
+            raise ValueError(
+                f"training.bf16=always: {reason}. Use auto to train in bf16 only where "
+                "the CPU has it, or cuda/false for fp32 on the CPU"
+            )
     return torch.autocast(device.type, enabled=False)
 
 
@@ -129,8 +132,13 @@ def _subsample(inputs: dict[str, Any], max_patches: int | None, generator: torch
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, items: list[Item], device: torch.device, bf16: bool = True,
-            keys: tuple[str, ...] = ("logits",)) -> dict[str, np.ndarray]:
+def predict(
+    model: torch.nn.Module,
+    items: list[Item],
+    device: torch.device,
+    bf16: bool = True,
+    keys: tuple[str, ...] = ("logits",),
+) -> dict[str, np.ndarray]:
     """Class probabilities (and any other requested outputs) for ``items``, in eval mode.
 
     Only the inputs reach the model: labels stay in the items and are never passed on.
@@ -215,8 +223,15 @@ def fit(
             log.info("ignoring %s: it belongs to a different run", state_path)
 
     higher_is_better = cfg.monitor != "loss"
-    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="epochs",
-               file=progress_file, mininterval=5, disable=progress_file is None)
+    bar = tqdm(
+        range(start_epoch, cfg.epochs),
+        initial=start_epoch,
+        total=cfg.epochs,
+        desc="epochs",
+        file=progress_file,
+        mininterval=5,
+        disable=progress_file is None,
+    )
     for epoch in bar:
         if bad_epochs >= cfg.patience and epoch >= cfg.min_epochs:
             break
@@ -243,9 +258,12 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         val = validation_scores(model, val_items, context, device, cfg.bf16)
-        row = {"epoch": epoch, "train_loss": total / max(len(order), 1),
-               "lr": optimizer.param_groups[0]["lr"],
-               **{f"val_{k}": v for k, v in val.items()}}
+        row = {
+            "epoch": epoch,
+            "train_loss": total / max(len(order), 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         if val:
             score = val[cfg.monitor] if higher_is_better else -val["loss"]
         else:  # no validation patients: keep the last epoch
@@ -260,14 +278,23 @@ def fit(
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{score:.4f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         with atomic_path(state_path) as tmp:
-            torch.save({
-                "run_id": run_id, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle.get_state(),
-                "rows": rows, "bad_epochs": bad_epochs, "best_state": best_state,
-                "best_score": best_score, "best_epoch": best_epoch,
-            }, tmp)
+            torch.save(
+                {
+                    "run_id": run_id,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "shuffle_rng": shuffle.get_state(),
+                    "rows": rows,
+                    "bad_epochs": bad_epochs,
+                    "best_state": best_state,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                },
+                tmp,
+            )
         if on_epoch is not None:
             on_epoch(rows)
     bar.close()

@@ -43,9 +43,20 @@ def patient_items(sheet: pd.DataFrame, embeddings_path: str | Path, classes: tup
     return items
 
 
-def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: str, embeddings: str,
-                       checkpoint: str, train_log: str, predictions: str, overrides: dict | None = None,
-                       training: dict | None = None, device: str = "cpu", progress_file=None) -> dict:
+def train_patient_fold(
+    model_name: str,
+    task: Task,
+    sheet_csv: str,
+    split_csv: str,
+    embeddings: str,
+    checkpoint: str,
+    train_log: str,
+    predictions: str,
+    overrides: dict | None = None,
+    training: dict | None = None,
+    device: str = "cpu",
+    progress_file=None,
+) -> dict:
     from hmf.models import build_patient_model
     from hmf.models.optim import build_optimizer, build_scheduler
 
@@ -64,28 +75,62 @@ def train_patient_fold(model_name: str, task: Task, sheet_csv: str, split_csv: s
     optimizer = build_optimizer(model.parameters(), hp.optimizer)
     scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
     context = {"class_weights": class_weights([i.label for i in parts["train"]], len(classes))}
-    run_id = fingerprint("patient", model_name, hp.as_dict(), Path(split_csv).read_text(), emb_dim, classes,
-                         file_digest(embeddings), sorted((i.key, i.label) for i in items.values()))
+    run_id = fingerprint(
+        "patient",
+        model_name,
+        hp.as_dict(),
+        Path(split_csv).read_text(),
+        emb_dim,
+        classes,
+        file_digest(embeddings),
+        sorted((i.key, i.label) for i in items.values()),
+    )
     state_path = Path(checkpoint).with_name("resume_state.pt")
     dev = torch.device(device)
     log.info("%s: %d train, %d val, %d test patients", model_name, *(len(parts[k]) for k in ("train", "val", "test")))
-    result = fit(model, optimizer, scheduler, parts["train"], parts["val"], context, hp.fit, dev, state_path,
-                 run_id, progress_file=progress_file,
-                 on_epoch=lambda rows: write_csv(train_log, pd.DataFrame(rows)))
+    result = fit(
+        model,
+        optimizer,
+        scheduler,
+        parts["train"],
+        parts["val"],
+        context,
+        hp.fit,
+        dev,
+        state_path,
+        run_id,
+        progress_file=progress_file,
+        on_epoch=lambda rows: write_csv(train_log, pd.DataFrame(rows)),
+    )
     write_csv(train_log, pd.DataFrame(result.rows))
     model.load_state_dict(result.best_state)
     test = predict(model, parts["test"], dev, hp.fit.bf16)
-    write_predictions([i.key for i in parts["test"]], [classes[i.label] for i in parts["test"]],
-                      test["probs"].reshape(len(parts["test"]), len(classes)), classes, predictions)
+    write_predictions(
+        [i.key for i in parts["test"]],
+        [classes[i.label] for i in parts["test"]],
+        test["probs"].reshape(len(parts["test"]), len(classes)),
+        classes,
+        predictions,
+    )
     with atomic_path(checkpoint) as tmp:
-        torch.save({"model": model_name, "state_dict": result.best_state, "emb_dim": emb_dim,
-                    "classes": list(classes), "params": hp.as_dict(), "best_epoch": result.best_epoch}, tmp)
+        torch.save(
+            {
+                "model": model_name,
+                "state_dict": result.best_state,
+                "emb_dim": emb_dim,
+                "classes": list(classes),
+                "params": hp.as_dict(),
+                "best_epoch": result.best_epoch,
+            },
+            tmp,
+        )
     state_path.unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}
 
 
-def aggregate_patient_fold(method: str, task: Task, sheet_csv: str, split_csv: str, slide_predictions: str,
-                           predictions: str) -> pd.DataFrame:
+def aggregate_patient_fold(
+    method: str, task: Task, sheet_csv: str, split_csv: str, slide_predictions: str, predictions: str
+) -> pd.DataFrame:
     """Patient predictions for the fold's test patients from the slide model's test predictions.
 
     ``pn_rule``: CAMELYON17's pN rule applied to the predicted slide labels (one-hot output).
@@ -124,5 +169,6 @@ def aggregate_patient_fold(method: str, task: Task, sheet_csv: str, split_csv: s
     missing = sorted(tested - set(ids))
     if missing:
         log.warning("test patient(s) without slide predictions (no tissue): %s", ", ".join(missing))
-    return write_predictions(ids, truth, np.array(probs).reshape(len(ids), len(patient_classes)),
-                             patient_classes, predictions)
+    return write_predictions(
+        ids, truth, np.array(probs).reshape(len(ids), len(patient_classes)), patient_classes, predictions
+    )

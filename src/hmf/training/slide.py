@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 import torch
@@ -13,8 +13,8 @@ import torch
 from hmf.atomic import atomic_path, write_csv
 from hmf.data.sample_sheet import read_sample_sheet
 from hmf.evaluation.predictions import write_predictions
-from hmf.tasks import Task
 from hmf.features.io import feature_file
+from hmf.tasks import Task
 from hmf.training.bags import BagStore, class_weights, fold_parts, read_split, scan_slides
 from hmf.training.hparams import resolve
 from hmf.training.loop import Item, file_digest, file_stamp, fingerprint, fit, predict, seed_everything
@@ -41,8 +41,9 @@ def load_text_inputs(path: str | Path, classes: tuple[str, ...]) -> tuple[torch.
     return torch.as_tensor(bank["embeddings"], dtype=torch.float32), prompt_class_index(bank)
 
 
-def _items(store: BagStore, ids: list[str], labels: dict[str, int], text: torch.Tensor | None,
-           needs_coords: bool) -> list[Item]:
+def _items(
+    store: BagStore, ids: list[str], labels: dict[str, int], text: torch.Tensor | None, needs_coords: bool
+) -> list[Item]:
     """One item per slide; its features are read from disk when a step asks for them."""
     return [Item(key=s, label=labels[s], inputs=store.loader(s, needs_coords, text)) for s in ids]
 
@@ -106,41 +107,93 @@ def train_slide_fold(
         context["prompt_classes"] = prompt_classes
     train_items = _items(store, parts["train"], labels, text, model.needs_coords)
     val_items = _items(store, parts["val"], labels, text, model.needs_coords)
-    log.info("%s: %d train, %d val, %d test slides; D=%d; %d classes; largest bag %d patches; bag cache %s MB",
-             model_name, len(train_items), len(val_items), len(parts["test"]), in_dim, len(classes),
-             store.largest_bag, training.get("cache_mb", 0))
+    log.info(
+        "%s: %d train, %d val, %d test slides; D=%d; %d classes; largest bag %d patches; bag cache %s MB",
+        model_name,
+        len(train_items),
+        len(val_items),
+        len(parts["test"]),
+        in_dim,
+        len(classes),
+        store.largest_bag,
+        training.get("cache_mb", 0),
+    )
 
-    run_id = fingerprint("slide", model_name, hp.as_dict(), Path(split_csv).read_text(),
-                         sorted(parts["train"]), in_dim, classes, mean is not None,
-                         sorted(labels.items()), [file_stamp(r.file.path) for r in records.values()],
-                         None if text_bank is None else file_digest(text_bank))
+    run_id = fingerprint(
+        "slide",
+        model_name,
+        hp.as_dict(),
+        Path(split_csv).read_text(),
+        sorted(parts["train"]),
+        in_dim,
+        classes,
+        mean is not None,
+        sorted(labels.items()),
+        [file_stamp(r.file.path) for r in records.values()],
+        None if text_bank is None else file_digest(text_bank),
+    )
     state_path = Path(outputs.checkpoint).with_name("resume_state.pt")
     dev = torch.device(device)
-    result = fit(model, optimizer, scheduler, train_items, val_items, context, hp.fit, dev, state_path,
-                 run_id, progress_file=progress_file,
-                 on_epoch=lambda rows: write_csv(outputs.train_log, pd.DataFrame(rows)))
+    result = fit(
+        model,
+        optimizer,
+        scheduler,
+        train_items,
+        val_items,
+        context,
+        hp.fit,
+        dev,
+        state_path,
+        run_id,
+        progress_file=progress_file,
+        on_epoch=lambda rows: write_csv(outputs.train_log, pd.DataFrame(rows)),
+    )
     write_csv(outputs.train_log, pd.DataFrame(result.rows))
     model.load_state_dict(result.best_state)
 
     # One pass over every slide (embeddings for the patient models); the test rows of it are
     # the fold's predictions. Only the features (and the full text bank) reach the model.
     all_ids = sorted(records)
-    every = predict(model, _items(store, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16,
-                    keys=("logits", "embedding"))
+    every = predict(
+        model, _items(store, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16, keys=("logits", "embedding")
+    )
     row_of = {slide_id: i for i, slide_id in enumerate(all_ids)}
     test_rows = [row_of[s] for s in parts["test"]]
-    write_predictions(parts["test"], [classes[labels[s]] for s in parts["test"]],
-                      every["probs"].reshape(len(all_ids), len(classes))[test_rows], classes, outputs.predictions)
+    write_predictions(
+        parts["test"],
+        [classes[labels[s]] for s in parts["test"]],
+        every["probs"].reshape(len(all_ids), len(classes))[test_rows],
+        classes,
+        outputs.predictions,
+    )
 
     with atomic_path(outputs.embeddings) as tmp:
-        torch.save({"slide_ids": all_ids, "embeddings": torch.from_numpy(every["embedding"]).float(),
-                    "probs": torch.from_numpy(every["probs"]).float(), "classes": list(classes),
-                    "model": model_name}, tmp)
+        torch.save(
+            {
+                "slide_ids": all_ids,
+                "embeddings": torch.from_numpy(every["embedding"]).float(),
+                "probs": torch.from_numpy(every["probs"]).float(),
+                "classes": list(classes),
+                "model": model_name,
+            },
+            tmp,
+        )
     with atomic_path(outputs.checkpoint) as tmp:
-        torch.save({"model": model_name, "state_dict": result.best_state, "in_dim": in_dim,
-                    "n_classes": len(classes), "classes": list(classes), "text_dim": text_dim,
-                    "params": hp.as_dict(), "best_epoch": result.best_epoch,
-                    "feature_mean": mean, "feature_std": std,
-                    "best_score": result.best_score}, tmp)
+        torch.save(
+            {
+                "model": model_name,
+                "state_dict": result.best_state,
+                "in_dim": in_dim,
+                "n_classes": len(classes),
+                "classes": list(classes),
+                "text_dim": text_dim,
+                "params": hp.as_dict(),
+                "best_epoch": result.best_epoch,
+                "feature_mean": mean,
+                "feature_std": std,
+                "best_score": result.best_score,
+            },
+            tmp,
+        )
     state_path.unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}

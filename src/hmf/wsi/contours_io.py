@@ -41,19 +41,21 @@ def tissues_to_geojson(tissues: list[Tissue], slide_id: str) -> dict:
     features = []
     for index, tissue in enumerate(tissues):
         rings = [_ring(tissue.contour, True)] + [_ring(h, False) for h in tissue.holes]
-        features.append({
-            "type": "Feature",
-            "id": f"{slide_id}-tissue-{index}",
-            "geometry": {"type": "Polygon", "coordinates": rings},
-            "properties": {
-                "objectType": "annotation",
-                "name": f"tissue {index}",
-                "classification": dict(TISSUE_CLASS),
-                "isLocked": False,
-                "tissue_id": index,
-                "n_holes": len(tissue.holes),
-            },
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"{slide_id}-tissue-{index}",
+                "geometry": {"type": "Polygon", "coordinates": rings},
+                "properties": {
+                    "objectType": "annotation",
+                    "name": f"tissue {index}",
+                    "classification": dict(TISSUE_CLASS),
+                    "isLocked": False,
+                    "tissue_id": index,
+                    "n_holes": len(tissue.holes),
+                },
+            }
+        )
     return {"type": "FeatureCollection", "slide_id": slide_id, "coordinates": "level-0 pixels", "features": features}
 
 

@@ -32,13 +32,13 @@ class PatchGeometry:
     """Where and how big patches are, resolved for one slide."""
 
     patch_level: int
-    patch_size: int                  # pixels read at patch_level
-    ref_size: tuple[int, int]        # patch extent in level-0 pixels (x, y)
-    step: tuple[int, int]            # grid step in level-0 pixels (x, y)
+    patch_size: int  # pixels read at patch_level
+    ref_size: tuple[int, int]  # patch extent in level-0 pixels (x, y)
+    step: tuple[int, int]  # grid step in level-0 pixels (x, y)
     downsample: tuple[float, float]  # of patch_level
-    level_dim: tuple[int, int]       # size of patch_level
-    mpp: float | None                # level-0 µm per pixel
-    patch_size_um: float | None      # physical side of a patch
+    level_dim: tuple[int, int]  # size of patch_level
+    mpp: float | None  # level-0 µm per pixel
+    patch_size_um: float | None  # physical side of a patch
     target_mpp: float | None = None
     target_patch_size: int | None = None
 
@@ -70,8 +70,12 @@ def resolve_geometry(slide: Slide, params: PatchingParams) -> PatchGeometry:
             if slide.level_mpp(candidate) <= limit:
                 level = candidate
         if slide.level_mpp(0) > limit:
-            log.warning("slide %s: level 0 (%.3f µm/px) is coarser than target_mpp %.3f; patches are upsampled",
-                        slide.name, mpp0, params.target_mpp)
+            log.warning(
+                "slide %s: level 0 (%.3f µm/px) is coarser than target_mpp %.3f; patches are upsampled",
+                slide.name,
+                mpp0,
+                params.target_mpp,
+            )
         dx, dy = slide.level_downsamples[level]
         read_size = max(1, round(params.patch_size * params.target_mpp / slide.level_mpp(level)))
         ref = (round(read_size * dx), round(read_size * dy))
@@ -103,8 +107,12 @@ def contour_test_points(corner: np.ndarray, patch_size: int, contour_fn: str) ->
     shift = int(patch_size // 2 * CENTER_SHIFT)
     if shift == 0:
         return [(float(cx), float(cy))]
-    return [(float(cx - shift), float(cy - shift)), (float(cx + shift), float(cy + shift)),
-            (float(cx + shift), float(cy - shift)), (float(cx - shift), float(cy + shift))]
+    return [
+        (float(cx - shift), float(cy - shift)),
+        (float(cx + shift), float(cy + shift)),
+        (float(cx + shift), float(cy - shift)),
+        (float(cx - shift), float(cy + shift)),
+    ]
 
 
 def passes_contour(contour_cv: np.ndarray, corner: np.ndarray, patch_size: int, contour_fn: str) -> bool:
@@ -124,8 +132,9 @@ def in_hole(holes_cv: list[np.ndarray], corner: np.ndarray, patch_size: int) -> 
     return any(cv2.pointPolygonTest(h, centre, False) > 0 for h in holes_cv)
 
 
-def contour_patches(tissue: Tissue, geometry: PatchGeometry, slide_dim: tuple[int, int],
-                    contour_fn: str, use_padding: bool) -> np.ndarray:
+def contour_patches(
+    tissue: Tissue, geometry: PatchGeometry, slide_dim: tuple[int, int], contour_fn: str, use_padding: bool
+) -> np.ndarray:
     """Level-0 top-left corners of the kept patches of one tissue region, (M, 2) int64."""
     contour_cv = as_cv(tissue.contour)
     start_x, start_y, w, h = cv2.boundingRect(contour_cv)
@@ -148,8 +157,9 @@ def contour_patches(tissue: Tissue, geometry: PatchGeometry, slide_dim: tuple[in
     return candidates[np.asarray(keep, dtype=bool)]
 
 
-def patch_coordinates(tissues: list[Tissue], geometry: PatchGeometry, slide_dim: tuple[int, int],
-                      params: PatchingParams) -> np.ndarray:
+def patch_coordinates(
+    tissues: list[Tissue], geometry: PatchGeometry, slide_dim: tuple[int, int], params: PatchingParams
+) -> np.ndarray:
     """All kept patches of a slide: unique level-0 corners sorted by (x, y), (N, 2) int64."""
     parts = [contour_patches(t, geometry, slide_dim, params.contour_fn, params.use_padding) for t in tissues]
     parts = [p for p in parts if len(p)]
@@ -158,8 +168,9 @@ def patch_coordinates(tissues: list[Tissue], geometry: PatchGeometry, slide_dim:
     return np.unique(np.concatenate(parts), axis=0).astype(np.int64)
 
 
-def coords_attributes(slide: Slide, geometry: PatchGeometry, params: PatchingParams, save_dir: str,
-                      n_contours: int, seconds: float) -> dict:
+def coords_attributes(
+    slide: Slide, geometry: PatchGeometry, params: PatchingParams, save_dir: str, n_contours: int, seconds: float
+) -> dict:
     """CLAM's coords attributes plus the physical size and how the grid was made."""
     nan = float("nan")
     attrs = {
@@ -222,7 +233,14 @@ def patch_slide(slide: Slide, tissues: list[Tissue], params: PatchingParams) -> 
     geometry = resolve_geometry(slide, params)
     coords = patch_coordinates(tissues, geometry, slide.dimensions, params)
     seconds = time.perf_counter() - start
-    log.info("slide %s: %d patch(es) of %d px at level %d (%s µm) from %d contour(s) in %.2f s",
-             slide.name, len(coords), geometry.patch_size, geometry.patch_level,
-             "?" if geometry.patch_size_um is None else f"{geometry.patch_size_um:.1f}", len(tissues), seconds)
+    log.info(
+        "slide %s: %d patch(es) of %d px at level %d (%s µm) from %d contour(s) in %.2f s",
+        slide.name,
+        len(coords),
+        geometry.patch_size,
+        geometry.patch_level,
+        "?" if geometry.patch_size_um is None else f"{geometry.patch_size_um:.1f}",
+        len(tissues),
+        seconds,
+    )
     return coords, geometry, seconds

@@ -27,12 +27,12 @@ class SegmentationParams:
     max_n_holes: int = 8
     keep_ids: tuple[int, ...] = ()
     exclude_ids: tuple[int, ...] = ()
-    seg_level: int = -1          # -1: automatic (the level nearest 64x at or finer than it)
-    ref_patch_size: int = 512    # area filters are in units of this patch at level 0
-    max_seg_dim: int = 16384     # a level larger than this on a side is read as a thumbnail
+    seg_level: int = -1  # -1: automatic (the level nearest 64x at or finer than it)
+    ref_patch_size: int = 512  # area filters are in units of this patch at level 0
+    max_seg_dim: int = 16384  # a level larger than this on a side is read as a thumbnail
     vis_downsample: float = 64.0  # QC picture scale (shrunk for small slides)
 
-    def validate(self) -> "SegmentationParams":
+    def validate(self) -> SegmentationParams:
         if not 0 <= self.sthresh <= 255:
             raise PreprocessingConfigError(f"preprocessing.segmentation.sthresh={self.sthresh}: must be 0-255")
         if self.mthresh < 1 or self.mthresh % 2 == 0:
@@ -55,12 +55,12 @@ class SegmentationParams:
 
 @dataclass(frozen=True)
 class PatchingParams:
-    mode: str = "level"          # level (CLAM: patch_level/patch_size px) | mpp (physical size)
+    mode: str = "level"  # level (CLAM: patch_level/patch_size px) | mpp (physical size)
     patch_level: int = 0
     patch_size: int = 256
     step_size: int | None = None  # None: same as patch_size (no overlap)
     target_mpp: float | None = None  # mode mpp: µm per pixel of the output patch
-    mpp_tolerance: float = 0.05   # a level within this fraction of target_mpp counts as "at" it
+    mpp_tolerance: float = 0.05  # a level within this fraction of target_mpp counts as "at" it
     contour_fn: str = "four_pt"
     use_padding: bool = True
     stitch_downsample: float = 64.0
@@ -69,7 +69,7 @@ class PatchingParams:
     def step(self) -> int:
         return self.patch_size if self.step_size is None else self.step_size
 
-    def validate(self) -> "PatchingParams":
+    def validate(self) -> PatchingParams:
         if self.mode not in ("level", "mpp"):
             raise PreprocessingConfigError(f"preprocessing.patching.mode={self.mode!r}: use 'level' or 'mpp'")
         if self.patch_size <= 0 or self.step <= 0:
@@ -91,12 +91,39 @@ class PatchingParams:
 
 # CLAM presets/*.csv (seg_level and vis_level are -1 in all three).
 PRESETS: dict[str, dict] = {
-    "bwh_biopsy": dict(sthresh=15, mthresh=11, close=2, use_otsu=False, a_t=1, a_h=1, max_n_holes=2,
-                       use_padding=True, contour_fn="four_pt"),
-    "tcga": dict(sthresh=8, mthresh=7, close=4, use_otsu=False, a_t=16, a_h=4, max_n_holes=8,
-                 use_padding=True, contour_fn="four_pt"),
-    "bwh_resection": dict(sthresh=15, mthresh=11, close=4, use_otsu=False, a_t=100, a_h=16, max_n_holes=8,
-                          use_padding=True, contour_fn="four_pt"),
+    "bwh_biopsy": dict(
+        sthresh=15,
+        mthresh=11,
+        close=2,
+        use_otsu=False,
+        a_t=1,
+        a_h=1,
+        max_n_holes=2,
+        use_padding=True,
+        contour_fn="four_pt",
+    ),
+    "tcga": dict(
+        sthresh=8,
+        mthresh=7,
+        close=4,
+        use_otsu=False,
+        a_t=16,
+        a_h=4,
+        max_n_holes=8,
+        use_padding=True,
+        contour_fn="four_pt",
+    ),
+    "bwh_resection": dict(
+        sthresh=15,
+        mthresh=11,
+        close=4,
+        use_otsu=False,
+        a_t=100,
+        a_h=16,
+        max_n_holes=8,
+        use_padding=True,
+        contour_fn="four_pt",
+    ),
 }
 
 _SEG_KEYS = {f.name for f in fields(SegmentationParams)}

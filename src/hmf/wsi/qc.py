@@ -53,8 +53,9 @@ def write_mask_picture(path: str | os.PathLike, slide: Slide, tissues: list[Tiss
     write_jpeg(path, draw_tissue(thumbnail, tissues, ds))
 
 
-def stitch_canvas(thumbnail: np.ndarray, downsample: tuple[float, float], coords: np.ndarray,
-                  ref_size: tuple[int, int]) -> np.ndarray:
+def stitch_canvas(
+    thumbnail: np.ndarray, downsample: tuple[float, float], coords: np.ndarray, ref_size: tuple[int, int]
+) -> np.ndarray:
     """Black canvas with the kept patches pasted from ``thumbnail`` (grid lines in dark grey)."""
     canvas = np.zeros_like(thumbnail)
     height, width = canvas.shape[:2]
@@ -71,16 +72,28 @@ def stitch_canvas(thumbnail: np.ndarray, downsample: tuple[float, float], coords
     return canvas
 
 
-def write_stitch_picture(path: str | os.PathLike, slide: Slide, coords: np.ndarray, ref_size: tuple[int, int],
-                         downsample: float = 64.0) -> None:
+def write_stitch_picture(
+    path: str | os.PathLike, slide: Slide, coords: np.ndarray, ref_size: tuple[int, int], downsample: float = 64.0
+) -> None:
     thumbnail, ds = slide.read_downsampled(picture_downsample(slide, downsample))
     write_jpeg(path, stitch_canvas(thumbnail, ds, coords, ref_size))
 
 
 # -- summary -----------------------------------------------------------------------------
 
-SUMMARY_COLUMNS = ["slide_id", "tissue_area_mm2", "n_contours", "n_holes", "n_patches", "no_tissue",
-                   "mpp", "patch_size_um", "seconds_segment", "seconds_patch", "seconds_extract"]
+SUMMARY_COLUMNS = [
+    "slide_id",
+    "tissue_area_mm2",
+    "n_contours",
+    "n_holes",
+    "n_patches",
+    "no_tissue",
+    "mpp",
+    "patch_size_um",
+    "seconds_segment",
+    "seconds_patch",
+    "seconds_extract",
+]
 
 
 def _read_json(path) -> dict:
@@ -112,16 +125,23 @@ def summary_row(slide_id: str, segmentation_json, patches_h5, extraction_json=No
     }
 
 
-def write_qc_summary(out_csv: str | os.PathLike, slide_ids: list[str], segmentation_jsons: list,
-                     patch_files: list, extraction_jsons: list | None = None):
+def write_qc_summary(
+    out_csv: str | os.PathLike,
+    slide_ids: list[str],
+    segmentation_jsons: list,
+    patch_files: list,
+    extraction_jsons: list | None = None,
+):
     """``qc/summary.csv``: one row per slide; ``no_tissue`` flags slides without tissue or patches."""
     import pandas as pd
 
     if not (len(slide_ids) == len(segmentation_jsons) == len(patch_files)):
         raise ValueError("write_qc_summary: slide_ids, segmentation_jsons and patch_files differ in length")
     extraction_jsons = list(extraction_jsons) if extraction_jsons else [None] * len(slide_ids)
-    rows = [summary_row(s, seg, patches, ext)
-            for s, seg, patches, ext in zip(slide_ids, segmentation_jsons, patch_files, extraction_jsons)]
+    rows = [
+        summary_row(s, seg, patches, ext)
+        for s, seg, patches, ext in zip(slide_ids, segmentation_jsons, patch_files, extraction_jsons)
+    ]
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     write_csv(out_csv, frame)
     empty = frame.loc[frame["no_tissue"], "slide_id"].tolist()

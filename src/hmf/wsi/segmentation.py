@@ -34,7 +34,7 @@ class Tissue:
         """Area of the contour minus its kept holes, in the contour's pixel units."""
         return float(cv2.contourArea(as_cv(self.contour)) - sum(cv2.contourArea(as_cv(h)) for h in self.holes))
 
-    def scaled(self, sx: float, sy: float) -> "Tissue":
+    def scaled(self, sx: float, sy: float) -> Tissue:
         """The same region with coordinates multiplied by (sx, sy), as int64 (CLAM truncates)."""
         factor = np.array([sx, sy], dtype=np.float64)
         return Tissue(
@@ -50,10 +50,10 @@ def as_cv(points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Segmentation:
-    tissues: list[Tissue]            # level-0 coordinates
+    tissues: list[Tissue]  # level-0 coordinates
     downsample: tuple[float, float]  # of the image the mask was computed on
-    source: str                      # "level <n>" or "thumbnail"
-    image_size: tuple[int, int]      # (w, h) of that image
+    source: str  # "level <n>" or "thumbnail"
+    image_size: tuple[int, int]  # (w, h) of that image
     seconds: float = 0.0
 
     @property
@@ -80,7 +80,7 @@ def tissue_mask(rgb: np.ndarray, params: SegmentationParams) -> np.ndarray:
 
 def reference_area(params: SegmentationParams, downsample: tuple[float, float]) -> int:
     """Area in mask pixels of one ``ref_patch_size``² level-0 patch (CLAM truncates to int)."""
-    return int(params.ref_patch_size ** 2 / (downsample[0] * downsample[1]))
+    return int(params.ref_patch_size**2 / (downsample[0] * downsample[1]))
 
 
 def tissue_from_mask(mask: np.ndarray, params: SegmentationParams, downsample: tuple[float, float]) -> list[Tissue]:
@@ -173,6 +173,13 @@ def segment_slide(slide: Slide, params: SegmentationParams) -> Segmentation:
         image_size=(int(image.shape[1]), int(image.shape[0])),
     )
     seg.seconds = time.perf_counter() - start
-    log.info("slide %s: %d tissue contour(s), %d hole(s) from %s (downsample %.2f) in %.2f s",
-             slide.name, len(tissues), seg.n_holes, source, downsample[0], seg.seconds)
+    log.info(
+        "slide %s: %d tissue contour(s), %d hole(s) from %s (downsample %.2f) in %.2f s",
+        slide.name,
+        len(tissues),
+        seg.n_holes,
+        source,
+        downsample[0],
+        seg.seconds,
+    )
     return seg

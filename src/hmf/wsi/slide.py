@@ -83,9 +83,7 @@ class Slide:
         w0, h0 = self.dimensions
         # Per-axis downsample of each level, measured from the level sizes (as CLAM does):
         # the pyramid's stated factors are often rounded.
-        self.level_downsamples: list[tuple[float, float]] = [
-            (w0 / w, h0 / h) for (w, h) in self.level_dimensions
-        ]
+        self.level_downsamples: list[tuple[float, float]] = [(w0 / w, h0 / h) for (w, h) in self.level_dimensions]
         self.properties = dict(handle.properties)
         if w0 <= 0 or h0 <= 0:
             raise SlideError(f"slide {self.name}: {self.path} has an empty level 0 ({w0} x {h0})")

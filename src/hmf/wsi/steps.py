@@ -21,9 +21,15 @@ from hmf.wsi.slide import open_slide
 log = logging.getLogger(__name__)
 
 
-def run_segmentation(slide_path: str | os.PathLike, slide_id: str, preprocessing: dict | None,
-                     contours_geojson: str | os.PathLike, mask_jpg: str | os.PathLike,
-                     stats_json: str | os.PathLike, mpp: float | None = None) -> dict:
+def run_segmentation(
+    slide_path: str | os.PathLike,
+    slide_id: str,
+    preprocessing: dict | None,
+    contours_geojson: str | os.PathLike,
+    mask_jpg: str | os.PathLike,
+    stats_json: str | os.PathLike,
+    mpp: float | None = None,
+) -> dict:
     """Segment one slide; write its contours (GeoJSON), QC mask picture and stats (JSON).
 
     ``mpp`` is the sample sheet's per-slide resolution override (None: read the slide's).
@@ -51,7 +57,7 @@ def run_segmentation(slide_path: str | os.PathLike, slide_id: str, preprocessing
             "n_holes": seg.n_holes,
             "no_tissue": len(seg.tissues) == 0,
             "tissue_area_px": area_px,
-            "tissue_area_mm2": None if slide.mpp is None else area_px * slide.mpp ** 2 / 1e6,
+            "tissue_area_mm2": None if slide.mpp is None else area_px * slide.mpp**2 / 1e6,
             "preset": settings.preset,
             "params": settings.as_dict()["segmentation"],
             "seconds_segmentation": seg.seconds,
@@ -63,9 +69,15 @@ def run_segmentation(slide_path: str | os.PathLike, slide_id: str, preprocessing
     return stats
 
 
-def run_patching(slide_path: str | os.PathLike, slide_id: str, preprocessing: dict | None,
-                 contours_geojson: str | os.PathLike, patches_h5: str | os.PathLike,
-                 stitch_jpg: str | os.PathLike, mpp: float | None = None) -> int:
+def run_patching(
+    slide_path: str | os.PathLike,
+    slide_id: str,
+    preprocessing: dict | None,
+    contours_geojson: str | os.PathLike,
+    patches_h5: str | os.PathLike,
+    stitch_jpg: str | os.PathLike,
+    mpp: float | None = None,
+) -> int:
     """Patch one slide from its contours; write the coordinates file and the stitch picture.
 
     A slide without tissue gets a coordinates file with zero rows. Returns the patch count.
@@ -76,7 +88,8 @@ def run_patching(slide_path: str | os.PathLike, slide_id: str, preprocessing: di
     with open_slide(slide_path, name=slide_id, mpp=mpp) as slide:
         coords, geometry, _ = patch_slide(slide, tissues, settings.patching)
         write_stitch_picture(stitch_jpg, slide, coords, geometry.ref_size, settings.patching.stitch_downsample)
-        attrs = coords_attributes(slide, geometry, settings.patching, str(Path(patches_h5).parent),
-                                  len(tissues), time.perf_counter() - start)
+        attrs = coords_attributes(
+            slide, geometry, settings.patching, str(Path(patches_h5).parent), len(tissues), time.perf_counter() - start
+        )
     write_coords(patches_h5, coords, attrs)
     return int(len(coords))
