@@ -95,23 +95,30 @@ def _not_a_number(node: Any, path: list) -> list[str]:
     return []
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Fill defaults into ``config`` (in place) and check it; raise ConfigError naming the key."""
-    schema = load_schema(schema_path)
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+def check_against(schema: dict, instance: Any, prefix: list | None = None) -> Any:
+    """Fill ``schema``'s defaults into ``instance`` (in place) and check it; raise ConfigError
+    naming each offending key (``prefix``: the keys above ``instance`` in the whole config)."""
+    prefix = list(prefix or [])
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     lines = []
     for error in errors[:10]:
+        path = [*prefix, *error.absolute_path]
         if error.validator == "additionalProperties":
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
             for name in extra:
                 allowed = ", ".join(sorted(error.schema.get("properties", {})))
-                lines.append(f"config key {_key([*error.absolute_path, name])}: unknown key (allowed here: {allowed})")
+                lines.append(f"config key {_key([*path, name])}: unknown key (allowed here: {allowed})")
         else:
-            lines.append(f"config key {_key(error.absolute_path)}: {_message(error)}")
-    lines += _not_a_number(config, [])[:10]
+            lines.append(f"config key {_key(path)}: {_message(error)}")
+    lines += _not_a_number(instance, prefix)[:10]
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    return config
+    return instance
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Fill defaults into ``config`` (in place) and check it; raise ConfigError naming the key."""
+    return check_against(load_schema(schema_path), config)
 
 
 # --- model hyperparameters -------------------------------------------------------------
