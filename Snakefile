@@ -55,17 +55,26 @@ include: "rules/predict.smk"
 include: "rules/report.smk"
 
 
+# Every local rule of the workflow (run on the submitting host, never sent to a cluster
+# executor): the targets, and small single-threaded steps.
 localrules:
     all,
-    heatmaps,
-    figures,
-    report_inputs,
     features,
     tables,
-    evaluate,
-    table,
+    figures,
+    heatmaps,
+    report_inputs,
+    predict,
     sample_sheet,
     splits,
+    prompts,
+    evaluate,
+    table,
+    table_html,
+    training_curves,
+    heatmap_jpeg,
+    predict_sheet,
+    predict_submission,
 
 
 rule all:
@@ -83,8 +92,8 @@ rule features:
         list(FEATURE_FILES.values())
         if PRECOMPUTED
         else [
-            *expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
-            *expand(f"{FEATURES_DIR}/pt_files/{{slide}}.pt", slide=SLIDE_IDS),
+            *[feature_paths(FEATURES_DIR, s).h5 for s in SLIDE_IDS],
+            *[feature_paths(FEATURES_DIR, s).pt for s in SLIDE_IDS],
             *expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
             f"{R}/qc/summary.csv",
         ],

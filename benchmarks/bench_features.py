@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,16 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hmf.features.encoders import EncoderSettings, build_encoder
-from hmf.features.extract import (
-    PatchDataset,
-    RuntimeSettings,
-    bf16_unsupported,
-    describe_layout,
-    encode_patches,
-    prepare_model,
-    resolve_device,
-)
+from hmf.demo.writer import write_pyramid_tiff
+from hmf.devices import bf16_unsupported, resolve_device
+from hmf.features.encoders import build_encoder
+from hmf.features.engine import PatchDataset, describe_layout, encode_patches, prepare_model
+from hmf.features.settings import encoder_settings, runtime_settings
+from hmf.features.standalone import StandalonePreprocessing
 from hmf.sources import aperio_slide
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import open_slide
@@ -53,7 +48,6 @@ from hmf.wsi.steps import run_patching, run_segmentation
 
 GFLOP_PER_PATCH = 6.56  # ResNet-50 up to layer3 at 224 x 224 (3.28 GMAC)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_gflops(dtype: torch.dtype = torch.float32, seconds: float = 2.0, n: int = 2048) -> float:
@@ -84,7 +78,7 @@ class InMemoryPatches(torch.utils.data.Dataset):
 
 def engine(precision: str, args, encoder, dataset: PatchDataset, device: torch.device) -> float:
     """Prints the engine's figures for one precision; returns the matmul rate."""
-    runtime = RuntimeSettings(
+    runtime = runtime_settings(
         batch_size=args.batch_size if args.batch_size == "auto" else int(args.batch_size),
         num_workers=args.workers if args.workers == "auto" else int(args.workers),
         cpu_streams=args.streams if args.streams == "auto" else int(args.streams),
@@ -138,8 +132,6 @@ def engine(precision: str, args, encoder, dataset: PatchDataset, device: torch.d
 def mosaic_slide(src: Path, out: Path, seed: int, tiles: int = 3) -> Path:
     """A ``tiles`` x ``tiles`` mosaic of the slide, each tile flipped its own way, as a tiled
     pyramidal JPEG TIFF (4 levels, mpp tags)."""
-    import tifffile
-
     slide = open_slide(src)
     rgb = slide.read_region((0, 0), 0, slide.dimensions)
     rng = np.random.default_rng(seed)
@@ -150,41 +142,8 @@ def mosaic_slide(src: Path, out: Path, seed: int, tiles: int = 3) -> Path:
             flip = rng.integers(0, 4)
             row.append(rgb[:: 1 - 2 * (flip & 1), :: 1 - 2 * (flip >> 1)])
         rows.append(np.concatenate(row, 1))
-    level = np.ascontiguousarray(np.concatenate(rows, 0))
-    res = 1e4 / slide.mpp  # pixels per cm
-    with tifffile.TiffWriter(out, bigtiff=False) as tif:
-        for i in range(4):
-            tif.write(
-                level,
-                tile=(256, 256),
-                compression="jpeg",
-                photometric="rgb",
-                resolution=(res / 2**i, res / 2**i),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if i == 0 else 1,
-            )
-            level = level[::2, ::2]
+    write_pyramid_tiff(out, np.ascontiguousarray(np.concatenate(rows, 0)), slide.mpp, downsamples=(1, 2, 4, 8))
     return out
-
-
-SNAKEFILE = """
-import sys
-sys.path.insert(0, {src!r})
-R, LOGS, BENCH = "results/b", "logs/b", "benchmarks/b"
-FEATURES_DIR = R + "/features/resnet50_trunc"
-_PATHS = {slides!r}
-_MPP = {{s: None for s in _PATHS}}
-SLIDE_IDS = list(_PATHS)
-
-include: {helpers!r}
-include: {rules!r}
-
-rule features:
-    input:
-        expand(FEATURES_DIR + "/h5_files/{{slide}}.h5", slide=SLIDE_IDS),
-        expand(FEATURES_DIR + "/pt_files/{{slide}}.pt", slide=SLIDE_IDS),
-        expand(R + "/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
-"""
 
 
 def workflow(precision: str, n_slides: int, gflops: float, work: Path) -> None:
@@ -197,40 +156,28 @@ def workflow(precision: str, n_slides: int, gflops: float, work: Path) -> None:
         if not path.exists():
             mosaic_slide(aperio_slide(), path, seed=i)
         slides[f"m{i:02d}"] = str(path)
-    run = work / f"run_{precision}"
-    run.mkdir()
-    (run / "Snakefile").write_text(
-        SNAKEFILE.format(
-            src=str(ROOT / "src"),
-            rules=str(ROOT / "rules" / "preprocess.smk"),
-            helpers=str(ROOT / "rules" / "slide_helpers.smk"),
-            slides=slides,
-        )
+    run = StandalonePreprocessing(
+        work / f"run_{precision}",
+        slides,
+        {
+            "preprocessing": {"preset": "bwh_biopsy", "segmentation": {}, "patching": {}},
+            "features": {
+                "encoder": "resnet50_trunc",
+                "weights": "random",
+                "device": "cpu",
+                "slides_per_job": 1,
+                "precision": precision,
+            },
+        },
+        name="b",
     )
-    (run / "config.yaml").write_text(
-        "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {}}\n"
-        f"features: {{encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, "
-        f"precision: {precision}}}\n"
-    )
-    cmd = [
-        str(Path(sys.executable).with_name("snakemake")),
-        "--cores",
-        "all",
-        "--configfile",
-        "config.yaml",
-        "--quiet",
-        "all",
-        "--",
-        "features",
-    ]
+    targets = [path for s in slides for path in (*run.features(s)[:2], f"{run.results}/stitches/{s}.jpg")]
     start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, cwd=run, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    )
+    proc = run.snakemake(*targets, cores="all")
     wall = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"workflow run failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    patches = sum(read_coords(run / f"results/b/patches/{s}.h5")[0].shape[0] for s in slides)
+    patches = sum(read_coords(run.folder / f"{run.results}/patches/{s}.h5")[0].shape[0] for s in slides)
     ideal = patches * GFLOP_PER_PATCH / gflops
     print(
         f"\n== workflow, {precision}: {n_slides} slides, {patches} patches, `features` rules from a clean "
@@ -254,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for precision in [p for p in precisions if p == "bf16"]:
         reason = bf16_unsupported(device)
@@ -268,7 +215,7 @@ def main() -> None:
     run_patching(slide_path, "cmu", cfg, work / "c.geojson", work / "p.h5", work / "st.jpg")
     coords, attrs = read_coords(work / "p.h5")
     coords = np.resize(coords, (args.n_patches, 2))  # cycle the grid if the slide has fewer
-    encoder = build_encoder(EncoderSettings(weights="random"))
+    encoder = build_encoder(encoder_settings(weights="random"))
     slide = open_slide(slide_path, name="cmu")
     dataset = PatchDataset(slide, coords, int(attrs["patch_level"]), int(attrs["patch_size"]), encoder.pixels)
     print(

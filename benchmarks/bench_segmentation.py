@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
+from hmf.demo.writer import write_pyramid_tiff
 from hmf.sources import aperio_slide
 from hmf.wsi.patching import patch_slide
 from hmf.wsi.presets import resolve_preprocessing
@@ -30,21 +30,7 @@ def tiled_copy(src: Path, out: Path) -> Path:
     slide = open_slide(src)
     rgb = slide.read_region((0, 0), 0, slide.dimensions)
     top, bottom = np.concatenate([rgb, rgb[:, ::-1]], 1), np.concatenate([rgb[::-1], rgb[::-1, ::-1]], 1)
-    mosaic = np.concatenate([top, bottom], 0)
-    res = 1e4 / slide.mpp  # pixels per cm
-    with tifffile.TiffWriter(out, bigtiff=False) as tif:
-        level = mosaic
-        for i in range(4):
-            tif.write(
-                level,
-                tile=(256, 256),
-                compression="jpeg",
-                photometric="rgb",
-                resolution=(res / 2**i, res / 2**i),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if i == 0 else 1,
-            )
-            level = level[::2, ::2]
+    write_pyramid_tiff(out, np.concatenate([top, bottom], 0), slide.mpp, downsamples=(1, 2, 4, 8))
     return out
 
 

@@ -1,15 +1,12 @@
 # Helpers shared by the rules: results paths, the sample sheet (read and validated at parse
 # time, so bad input fails before any job runs) and input functions.
 
-import re
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
+# The Snakefile has put this checkout's src/ on sys.path.
 from snakemake.exceptions import WorkflowError
 
 from hmf.config import path_component
+from hmf.features.io import feature_paths
+from hmf.models.names import model_info, model_names
 from hmf.resources import train_patient_mem_mb, train_slide_mem_mb
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
 from hmf.tasks import get_task
@@ -30,7 +27,6 @@ FOLDS = list(range(config["splits"]["k"]))
 SLIDE_MODELS = config["models"]["slide"]
 PATIENT_MODELS = config["models"]["patient"]
 PATIENT_SOURCE = config["models"]["patient_source"]
-UNTRAINED_PATIENT_MODELS = ["pn_rule", "mean_prob"]
 
 try:
     TASK = get_task(DATASET["task"], DATASET.get("classes"))
@@ -72,7 +68,7 @@ _MPP = {s: (None if m != m else float(m)) for s, m in zip(SHEET["slide_id"], SHE
 # New, unlabelled slides for the `predict` target: preprocessed by the same per-slide rules, so
 # their ids join the slide mapping (and must not clash with the training sheet's).
 PREDICT_SLIDE_IDS = []
-if config.get("predict", {}).get("sample_sheet"):
+if config["predict"]["sample_sheet"]:
     from hmf.predict import load_predict_sheet
 
     try:
@@ -89,10 +85,10 @@ def _feature_files():
     .h5 (else .pt), each checked before any job runs (present, same feature size, coordinates
     where a model needs them)."""
     if not PRECOMPUTED:
-        return {s: f"{FEATURES_DIR}/h5_files/{s}.h5" for s in SLIDE_IDS}
+        return {s: feature_paths(FEATURES_DIR, s).h5 for s in SLIDE_IDS}
     from hmf.features.io import FeatureFileError, check_feature_folder
 
-    need_coords = sorted(set(SLIDE_MODELS) & {"gatmil"})
+    need_coords = sorted(m for m in SLIDE_MODELS if model_info("slide", m).needs_coords)
     try:
         return {s: str(p) for s, p in check_feature_folder(PRECOMPUTED, SLIDE_IDS, need_coords).items()}
     except FeatureFileError as err:
@@ -100,6 +96,12 @@ def _feature_files():
 
 
 FEATURE_FILES = _feature_files()
+
+
+def get_feature_files(wildcards):
+    """The feature file of every training slide, in sample-sheet order."""
+    return [FEATURE_FILES[s] for s in SLIDE_IDS]
+
 
 if "pn_rule" in PATIENT_MODELS and not TASK.pn_rule:
     raise WorkflowError(f"models.patient: pn_rule applies to CAMELYON17 only, not task {TASK.name}")
@@ -109,7 +111,7 @@ if "mean_prob" in PATIENT_MODELS and not TASK.slides_inherit_patient_label:
         f"slide and patient classes to be the same; task {TASK.name} has different ones"
     )
 if (
-    set(PATIENT_MODELS) - set(UNTRAINED_PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS
+    any(model_info("patient", m).trained for m in PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS
 ) and PATIENT_SOURCE not in SLIDE_MODELS:
     raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
 
@@ -139,9 +141,9 @@ def train_slide_inputs(wildcards):
     inputs = {
         "sheet": f"{R}/sample_sheet.csv",
         "split": f"{R}/splits/fold_{wildcards.fold}.csv",
-        "features": [FEATURE_FILES[s] for s in SLIDE_IDS],
+        "features": get_feature_files(wildcards),
     }
-    if wildcards.model == "hmf":
+    if model_info("slide", wildcards.model).needs_text:
         inputs["text"] = text_bank("slide")
     return inputs
 
@@ -160,7 +162,46 @@ def text_bank(level):
 
 
 def fold_outputs(level, name):
+    """A file of every model of a level on every fold, model by model, then fold by fold."""
     return [f"{R}/{level}/{model}/fold_{fold}/{name}" for model in models_of(level) for fold in FOLDS]
+
+
+# Input functions and params of the per-level and per-fold rules (wildcards level, model, fold).
+
+
+def get_models(wildcards):
+    """The models of the job's level, in the configured order."""
+    return models_of(wildcards.level)
+
+
+def get_classes(wildcards):
+    """The classes of the job's level, in the task's order."""
+    return list(TASK.classes(wildcards.level))
+
+
+def get_ordinal(wildcards):
+    """Whether the classes of the job's level are ordered (then kappa is reported)."""
+    return wildcards.level in TASK.ordinal
+
+
+def get_fold_metrics(wildcards):
+    """The metrics files of every model of the job's level on every fold (as fold_outputs orders them)."""
+    return fold_outputs(wildcards.level, "metrics.json")
+
+
+def get_fold_predictions(wildcards):
+    """The predictions files of every model of the job's level on every fold (as fold_outputs orders them)."""
+    return fold_outputs(wildcards.level, "predictions.csv")
+
+
+def get_fold_title(wildcards):
+    """The title of a figure of one model on one fold."""
+    return f"{NAME} {wildcards.level} {wildcards.model} fold {wildcards.fold}"
+
+
+def get_level_title(wildcards):
+    """The title of a level's results table, with the level's classes."""
+    return f"{NAME}: {wildcards.level} level ({', '.join(TASK.classes(wildcards.level))})"
 
 
 def table_outputs():
@@ -181,7 +222,7 @@ BOOTSTRAP = {"resamples": EVALUATION["bootstrap_resamples"], "seed": EVALUATION[
 def reference_model(level):
     """The model of a level every other is compared with: evaluation.reference.<level>, or
     hmf / hmf_patient when configured, else the level's first model."""
-    chosen = EVALUATION["reference"].get(level)
+    chosen = EVALUATION["reference"][level]
     models = models_of(level)
     if chosen is None:
         default = {"slide": "hmf", "patient": "hmf_patient"}[level]
@@ -197,8 +238,19 @@ for _level in levels():
     reference_model(_level)  # a bad reference fails before any job runs
 
 
-def level_notes(level):
-    if TASK.name == "camelyon17" and level == "patient":
+def get_reference(wildcards):
+    """The reference model of the job's level."""
+    return reference_model(wildcards.level)
+
+
+def get_comparison_title(wildcards):
+    """The title of a level's paired comparison with its reference model."""
+    return f"{NAME}: {wildcards.level} level, paired comparison with {reference_model(wildcards.level)}"
+
+
+def get_level_notes(wildcards):
+    """Notes printed under a level's results table."""
+    if TASK.name == "camelyon17" and wildcards.level == "patient":
         return [
             "At patient level the pooled quadratic weighted kappa over all patients is the CAMELYON17 "
             "challenge's metric (one kappa over the cohort, not a mean of per-fold kappas)."
@@ -261,7 +313,7 @@ def predict_outputs():
 def predict_features():
     """The new slides' feature files: written by this workflow, or found in features.precomputed_dir."""
     if not PRECOMPUTED:
-        return expand(f"{FEATURES_DIR}/h5_files/{{slide}}.h5", slide=PREDICT_SLIDE_IDS)
+        return [feature_paths(FEATURES_DIR, s).h5 for s in PREDICT_SLIDE_IDS]
     from hmf.features.io import feature_file
 
     return [str(feature_file(FEATURES_DIR, s)) for s in PREDICT_SLIDE_IDS]

@@ -24,9 +24,9 @@ rule evaluate:
     conda:
         "../envs/hmf.yaml"
     params:
-        classes=lambda wc: list(TASK.classes(wc.level)),
-        ordinal=lambda wc: wc.level in TASK.ordinal,
-        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
+        classes=get_classes,
+        ordinal=get_ordinal,
+        title=get_fold_title,
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -35,8 +35,8 @@ rule table:
     """One table per level: a row per model, the pooled out-of-fold value of each metric with its
     patient-level bootstrap 95% CI, beside the mean ± std over folds."""
     input:
-        metrics=lambda wc: fold_outputs(wc.level, "metrics.json"),
-        predictions=lambda wc: fold_outputs(wc.level, "predictions.csv"),
+        metrics=get_fold_metrics,
+        predictions=get_fold_predictions,
         sheet=f"{R}/sample_sheet.csv",
     output:
         csv=report(
@@ -57,13 +57,13 @@ rule table:
     conda:
         "../envs/hmf.yaml"
     params:
-        models=lambda wc: models_of(wc.level),
+        models=get_models,
         folds=FOLDS,
-        classes=lambda wc: list(TASK.classes(wc.level)),
-        ordinal=lambda wc: wc.level in TASK.ordinal,
+        classes=get_classes,
+        ordinal=get_ordinal,
         bootstrap=BOOTSTRAP,
-        notes=lambda wc: level_notes(wc.level),
-        title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
+        notes=get_level_notes,
+        title=get_level_title,
     script:
         "../workflow/scripts/table.py"
 
@@ -73,7 +73,7 @@ rule comparison:
     difference in macro F1, kappa (ordinal levels) and AUC with a paired bootstrap 95% CI and a
     two-sided p-value; a forest plot."""
     input:
-        predictions=lambda wc: fold_outputs(wc.level, "predictions.csv"),
+        predictions=get_fold_predictions,
         sheet=f"{R}/sample_sheet.csv",
     output:
         csv=report(
@@ -100,12 +100,12 @@ rule comparison:
     conda:
         "../envs/hmf.yaml"
     params:
-        models=lambda wc: models_of(wc.level),
+        models=get_models,
         folds=FOLDS,
-        classes=lambda wc: list(TASK.classes(wc.level)),
-        ordinal=lambda wc: wc.level in TASK.ordinal,
-        reference=lambda wc: reference_model(wc.level),
+        classes=get_classes,
+        ordinal=get_ordinal,
+        reference=get_reference,
         bootstrap=BOOTSTRAP,
-        title=lambda wc: f"{NAME}: {wc.level} level, paired comparison with {reference_model(wc.level)}",
+        title=get_comparison_title,
     script:
         "../workflow/scripts/comparison.py"

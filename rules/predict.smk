@@ -5,12 +5,6 @@
 #   snakemake predict --cores all --configfile my.yaml        (with predict.sample_sheet set)
 
 
-localrules:
-    predict,
-    predict_sheet,
-    predict_submission,
-
-
 rule predict:
     """Slide and patient predictions for the new patients of predict.sample_sheet (and, for
     CAMELYON17, the challenge's submission file)."""
@@ -43,7 +37,7 @@ rule predict_slide:
         sheet=f"{PREDICT_DIR}/sample_sheet.csv",
         features=predict_features(),
         checkpoints=lambda wc: [f"{R}/slide/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS],
-        text=lambda wc: [text_bank("slide")] if wc.model == "hmf" else [],
+        text=lambda wc: [text_bank("slide")] if model_info("slide", wc.model).needs_text else [],
     output:
         predictions=f"{PREDICT_DIR}/slide/{{model}}/predictions.csv",
         folds=f"{PREDICT_DIR}/slide/{{model}}/folds.csv",
@@ -58,8 +52,8 @@ rule predict_slide:
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
-        features_dir=FEATURES_DIR,
-        device=config["training"]["device"],
+        training=config["training"],
+        slides=PREDICT_SLIDE_IDS,
     script:
         "../workflow/scripts/predict_slide.py"
 
@@ -72,7 +66,7 @@ rule predict_patient:
         embeddings=f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/embeddings.pt",
         checkpoints=lambda wc: (
             []
-            if wc.model in UNTRAINED_PATIENT_MODELS
+            if not model_info("patient", wc.model).trained
             else [f"{R}/patient/{wc.model}/fold_{k}/checkpoint.pt" for k in FOLDS]
         ),
     output:
@@ -88,7 +82,7 @@ rule predict_patient:
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
-        device=config["training"]["device"],
+        training=config["training"],
     script:
         "../workflow/scripts/predict_patient.py"
 
@@ -107,38 +101,3 @@ rule predict_submission:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/predict_submission.py"
-
-
-# Several slides per feature job (features.slides_per_job > 1): the training slides' batches
-# are fixed in preprocess.smk; the new slides get batches of their own, with the same job.
-if PREDICT_SLIDE_IDS and not PRECOMPUTED and SLIDES_PER_JOB > 1:
-    for _index, _batch in enumerate(
-        [PREDICT_SLIDE_IDS[i : i + SLIDES_PER_JOB] for i in range(0, len(PREDICT_SLIDE_IDS), SLIDES_PER_JOB)]
-    ):
-
-        rule:
-            name:
-                f"predict_extract_features_batch{_index}"
-            input:
-                slides=[_PATHS[s] for s in _batch],
-                coords=[f"{R}/patches/{s}.h5" for s in _batch],
-            output:
-                h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
-                pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
-                stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
-            log:
-                f"{LOGS}/extract_features/predict_batch{_index}.log",
-            benchmark:
-                f"{BENCH}/extract_features/predict_batch{_index}.tsv"
-            conda:
-                "../envs/hmf.yaml"
-            threads: get_extraction_threads
-            resources:
-                gpu=get_features_gpus,
-                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
-            params:
-                features=config["features"],
-                slides=_batch,
-                mpp=[_MPP[s] for s in _batch],
-            script:
-                "../workflow/scripts/extract_features_batch.py"

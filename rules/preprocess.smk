@@ -57,9 +57,9 @@ if SLIDES_PER_JOB == 1:
             slide=slide_path,
             coords=f"{R}/patches/{{slide}}.h5",
         output:
-            h5=f"{FEATURES_DIR}/h5_files/{{slide}}.h5",
-            pt=f"{FEATURES_DIR}/pt_files/{{slide}}.pt",
-            stats=f"{FEATURES_DIR}/stats/{{slide}}.json",
+            h5=SLIDE_FEATURES.h5,
+            pt=SLIDE_FEATURES.pt,
+            stats=SLIDE_FEATURES.stats,
         log:
             f"{LOGS}/extract_features/{{slide}}.log",
         benchmark:
@@ -72,7 +72,7 @@ if SLIDES_PER_JOB == 1:
         resources:
             gpu=get_features_gpus,
             # From the slide's patch count: the encoder plus one copy of its features.
-            mem_mb=lambda wc, input: extract_mem_mb([input.coords]),
+            mem_mb=get_extraction_mem_mb,
         params:
             features=config["features"],
             mpp=slide_mpp,
@@ -81,31 +81,30 @@ if SLIDES_PER_JOB == 1:
 
 else:
     # Several slides per job: one rule per batch of slides (the batches are fixed when the
-    # workflow is read), each writing the same per-slide files as the rule above.
-    for _index, _batch in enumerate(
-        [SLIDE_IDS[i : i + SLIDES_PER_JOB] for i in range(0, len(SLIDE_IDS), SLIDES_PER_JOB)]
-    ):
+    # workflow is read, for the training slides and for the new slides of the predict target),
+    # each writing the same per-slide files as the rule above.
+    for _name, _log, _batch in extraction_batches():
 
         rule:
             name:
-                f"extract_features_batch{_index}"
+                _name
             input:
                 slides=[_PATHS[s] for s in _batch],
                 coords=[f"{R}/patches/{s}.h5" for s in _batch],
             output:
-                h5=[f"{FEATURES_DIR}/h5_files/{s}.h5" for s in _batch],
-                pt=[f"{FEATURES_DIR}/pt_files/{s}.pt" for s in _batch],
-                stats=[f"{FEATURES_DIR}/stats/{s}.json" for s in _batch],
+                h5=[feature_paths(FEATURES_DIR, s).h5 for s in _batch],
+                pt=[feature_paths(FEATURES_DIR, s).pt for s in _batch],
+                stats=[feature_paths(FEATURES_DIR, s).stats for s in _batch],
             log:
-                f"{LOGS}/extract_features/batch{_index}.log",
+                f"{LOGS}/extract_features/{_log}.log",
             benchmark:
-                f"{BENCH}/extract_features/batch{_index}.tsv"
+                f"{BENCH}/extract_features/{_log}.tsv"
             conda:
                 "../envs/hmf.yaml"
             threads: get_extraction_threads
             resources:
                 gpu=get_features_gpus,
-                mem_mb=lambda wc, input: extract_mem_mb(input.coords),
+                mem_mb=get_extraction_mem_mb,
             params:
                 features=config["features"],
                 slides=_batch,
@@ -116,12 +115,10 @@ else:
 
 rule qc_summary:
     """One row per slide: tissue area, contours, patches, seconds per step, no-tissue flag."""
-
-    # Functions, so that the report lists one entry per input rather than one per slide.
     input:
-        segmentation=lambda wc: expand(f"{R}/segmentation/{{slide}}.json", slide=SLIDE_IDS),
-        coords=lambda wc: expand(f"{R}/patches/{{slide}}.h5", slide=SLIDE_IDS),
-        extraction=lambda wc: expand(f"{FEATURES_DIR}/stats/{{slide}}.json", slide=SLIDE_IDS),
+        segmentation=for_each_slide(f"{R}/segmentation/{{slide}}.json"),
+        coords=for_each_slide(f"{R}/patches/{{slide}}.h5"),
+        extraction=for_each_slide(SLIDE_FEATURES.stats),
     output:
         report(
             f"{R}/qc/summary.csv",

@@ -5,21 +5,16 @@
 #   snakemake --cores all report_inputs
 #   snakemake report_inputs --report report.html
 
-from hmf.config import ConfigError, validate_config
 from hmf.report.qc import picture_labels
 from hmf.report.selection import fold_test_patients, heatmap_jobs
 
-try:
-    # Defaults from the section's own schema (a no-op once the main schema has filled them).
-    REPORT = validate_config(dict(config.get("report") or {}), f"{workflow.basedir}/config/schema/report.schema.yaml")
-except ConfigError as err:
-    raise WorkflowError(f"config report: {err}") from None
+REPORT = config["report"]  # validated and filled by the Snakefile
 
 # Heatmaps are drawn over the slides with the patch files this workflow writes, so not from
 # precomputed features. Folds that cannot be made (too few patients per class) fail the
 # targets that need them, through `labelled()`, not a features-only run.
 HEATMAP_JOBS = []
-if "hmf" in SLIDE_MODELS and not PRECOMPUTED and not LABEL_ERRORS:
+if any(model_info("slide", m).heatmaps for m in SLIDE_MODELS) and not PRECOMPUTED and not LABEL_ERRORS:
     try:
         HEATMAP_JOBS = heatmap_jobs(
             SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"], REPORT["heatmap_per_class"]
@@ -45,7 +40,7 @@ CURVE_OUTPUTS = [
     f"{R}/{level}/{model}/fold_{fold}/curves.png"
     for level in levels()
     for model in models_of(level)
-    if model not in UNTRAINED_PATIENT_MODELS
+    if model_info(level, model).trained
     for fold in FOLDS
 ]
 # The QC table of every slide and the QC pictures of a bounded selection (rule qc_review).
@@ -66,12 +61,6 @@ REPORT_OUTPUTS = [
         ]
     ),
 ]
-
-
-localrules:
-    training_curves,
-    table_html,
-    heatmap_jpeg,
 
 
 rule heatmap:
@@ -135,14 +124,11 @@ rule heatmap_jpeg:
 rule qc_review:
     """The QC table of every slide (review reasons, QC figures, paths of its mask and stitch) and
     the QC pictures of at most report.qc_slides slides, flagged ones first, for the report."""
-
-    # Per-slide inputs as functions: the report lists a rule's declared inputs, and a function
-    # is listed as one entry, not one per slide.
     input:
         summary=f"{R}/qc/summary.csv",
-        masks=lambda wc: expand(f"{R}/masks/{{slide}}.jpg", slide=SLIDE_IDS),
-        stitches=lambda wc: expand(f"{R}/stitches/{{slide}}.jpg", slide=SLIDE_IDS),
-        features=lambda wc: [FEATURE_FILES[s] for s in SLIDE_IDS],
+        masks=for_each_slide(f"{R}/masks/{{slide}}.jpg"),
+        stitches=for_each_slide(f"{R}/stitches/{{slide}}.jpg"),
+        features=get_feature_files,
     output:
         table=f"{R}/qc/review.csv",
         html=report(
@@ -188,7 +174,7 @@ rule training_curves:
     conda:
         "../envs/hmf.yaml"
     params:
-        title=lambda wc: f"{NAME} {wc.level} {wc.model} fold {wc.fold}",
+        title=get_fold_title,
     script:
         "../workflow/scripts/training_curves.py"
 
@@ -209,7 +195,7 @@ rule table_html:
     conda:
         "../envs/hmf.yaml"
     params:
-        title=lambda wc: f"{NAME}: {wc.level} level ({', '.join(TASK.classes(wc.level))})",
+        title=get_level_title,
     script:
         "../workflow/scripts/table_html.py"
 

@@ -1,13 +1,18 @@
 # Input functions of the per-slide preprocessing rules (rules/preprocess.smk). They need
-# _PATHS, _MPP (slide id -> path, µm per pixel or None) and the config's `features` section;
-# rules/common.smk includes this file, and so can a minimal Snakefile that runs
-# preprocess.smk alone (the tests and benchmarks/bench_features.py).
+# SLIDE_IDS and PREDICT_SLIDE_IDS (the training and the new slides), _PATHS, _MPP (slide id ->
+# path, µm per pixel or None), FEATURES_DIR and the config's `features` section;
+# rules/common.smk includes this file, and so can a minimal Snakefile that runs preprocess.smk
+# alone (hmf.features.standalone, for the tests and benchmarks/bench_features.py).
 
 from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
+from hmf.features.io import feature_paths
 from hmf.features.threads import extraction_threads
 from hmf.resources import extract_mem_mb, segment_mem_mb
+
+# A slide's feature files and extraction stats ({slide} wildcard), as hmf.features.io lays them out.
+SLIDE_FEATURES = feature_paths(FEATURES_DIR, "{slide}")
 
 
 def slide_path(wildcards):
@@ -30,7 +35,39 @@ def get_extraction_threads(wildcards, input):
     return extraction_threads(input.coords, cores)
 
 
+def get_extraction_mem_mb(wildcards, input):
+    """Memory of an extraction job (one slide, or a batch of them), from the patch counts of
+    its slides (hmf.resources)."""
+    coords = input.coords
+    return extract_mem_mb([coords] if isinstance(coords, str) else coords)
+
+
+def extraction_batches():
+    """(rule name, log name, slides) of each extraction job of several slides (features.
+    slides_per_job > 1): batches of the training slides, then of the new slides of
+    predict.sample_sheet, in sample-sheet order."""
+    size = config["features"]["slides_per_job"]
+    batches = []
+    for prefix, slides in (("", SLIDE_IDS), ("predict_", PREDICT_SLIDE_IDS)):
+        for index, start in enumerate(range(0, len(slides), size)):
+            batches.append(
+                (f"{prefix}extract_features_batch{index}", f"{prefix}batch{index}", slides[start : start + size])
+            )
+    return batches
+
+
 def get_features_gpus(wildcards):
     """GPUs an extraction job asks Snakemake for: one unless features.device is cpu (with
     none, the job's device auto is the CPU)."""
     return int(wants_gpu(config["features"]["device"]))
+
+
+def for_each_slide(pattern):
+    """An input function: `pattern` (with a {slide} wildcard) for every slide of the sample
+    sheet. A function rather than the list itself, so that the report shows the input as one
+    entry, not one per slide."""
+
+    def files(wildcards):
+        return expand(pattern, slide=SLIDE_IDS)
+
+    return files

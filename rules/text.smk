@@ -3,7 +3,8 @@
 # The prompts file is a cache: its output is marked update() so Snakemake does not delete it
 # before the job runs, and the job keeps it when its provenance matches the params below
 # (source, model, template sha256, classes). Changing one of them shows up as a params change
-# in `snakemake -n` and regenerates the file; otherwise hand edits are kept.
+# in `snakemake -n` and regenerates the file; otherwise hand edits are kept. The scripts read
+# the text settings they need from params only.
 
 import re
 
@@ -11,19 +12,14 @@ from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
 from hmf.text.prompts import cache_key, labelset_classes
-from hmf.text.settings import encoder_spec, text_settings
+from hmf.text.settings import encoding_params, prompts_params, text_settings
 
 try:
     TEXT = text_settings(config.get("text"))
     TEXT_LABELSETS = sorted(set(TASK.labelsets.values()))
-    encoder_spec(TEXT["encoder"], TEXT)
     PROMPT_KEYS = {ls: cache_key(ls, labelset_classes(TASK, ls), TEXT) for ls in TEXT_LABELSETS}
 except (ValueError, FileNotFoundError) as err:
     raise WorkflowError(f"config text: {err}") from None
-
-
-localrules:
-    prompts,
 
 
 rule prompts:
@@ -41,6 +37,7 @@ rule prompts:
         model=lambda wc: PROMPT_KEYS[wc.labelset]["model"],
         template_sha256=lambda wc: PROMPT_KEYS[wc.labelset]["template_sha256"],
         classes=lambda wc: PROMPT_KEYS[wc.labelset]["classes"],
+        text=prompts_params(TEXT),
     script:
         "../workflow/scripts/prompts.py"
 
@@ -55,13 +52,13 @@ rule encode_text:
         f"{LOGS}/encode_text/{{labelset}}/{{text_encoder}}.log",
     wildcard_constraints:
         labelset="|".join(map(re.escape, TEXT_LABELSETS)),
-        text_encoder="|".join(map(re.escape, sorted(TEXT["encoders"]))),
+        text_encoder="|".join(map(re.escape, sorted(TEXT.encoders))),
     conda:
         "../envs/hmf.yaml"
     threads: 1
     resources:
-        gpu=int(wants_gpu(TEXT["device"])),  # a GPU unless text.device is cpu (claimed by the job)
+        gpu=int(wants_gpu(TEXT.device)),  # a GPU unless text.device is cpu (claimed by the job)
     params:
-        encoder=lambda wc: encoder_spec(wc.text_encoder, TEXT),
+        text=lambda wc: encoding_params(TEXT, wc.text_encoder),
     script:
         "../workflow/scripts/encode_text.py"

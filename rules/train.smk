@@ -62,7 +62,7 @@ rule train_patient:
     benchmark:
         f"{BENCH}/patient/{{model}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        model="|".join(m for m in ["hmf_patient", "meanpool", "maxpool", "sumpool", "minpool", "attnpool"]),
+        model="|".join(model_names("patient", trained=True)),
     conda:
         "../envs/hmf.yaml"
     threads: 1
@@ -90,7 +90,7 @@ rule aggregate_patient:
     log:
         f"{LOGS}/patient/{{model}}/fold_{{fold}}.log",
     wildcard_constraints:
-        model="pn_rule|mean_prob",
+        model="|".join(model_names("patient", trained=False)),
     conda:
         "../envs/hmf.yaml"
     params:

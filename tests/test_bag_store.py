@@ -156,7 +156,7 @@ def test_resume_state_is_tied_to_the_inputs(cohort, tmp_path, monkeypatch):
         seen.append(args[9])  # run_id
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr("hmf.training.slide.fit", recording_fit)
+    monkeypatch.setattr("hmf.training.loop.fit", recording_fit)
     work = tmp_path / "cohort"
     import shutil
 

@@ -94,6 +94,7 @@ def test_nan_is_refused_by_name():
 
 def test_accepted_model_params_read_without_torch_match_the_registry():
     """The parse-time table comes from the sources; it must say what the registry does."""
+    import inspect
     import subprocess
     import sys
 
@@ -103,9 +104,29 @@ def test_accepted_model_params_read_without_torch_match_the_registry():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'hmf'" in out and out.strip().endswith("False")  # no torch import at parse time
-    from hmf.config import _accepted_from_registry, _accepted_from_source
+    from hmf.config import accepted_model_params
+    from hmf.models import optim, registry
 
-    assert _accepted_from_source() == _accepted_from_registry()
+    def params(cls) -> frozenset[str] | None:
+        signature = inspect.signature(cls.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+            return None
+        return frozenset(signature) - {"self", "in_dim", "emb_dim", "n_classes", "text_dim"}
+
+    sections = {"optimizer": frozenset(optim.OPTIMIZER_KEYS), "scheduler": frozenset(optim.SCHEDULER_KEYS)}
+    expected = {
+        level: {
+            name: {
+                "recipe": frozenset(registry.training_defaults(name, level)),
+                "model": params(registry.model_class(level, name)),
+                **sections,
+            }
+            for name in names
+        }
+        for level, names in (("slide", registry.SLIDE_MODELS), ("patient", registry.PATIENT_MODELS))
+    }
+    assert accepted_model_params() == expected
+    assert not {"pn_rule", "mean_prob"} & set(expected["patient"])  # rules: nothing to configure
 
 
 def test_model_params_checked_by_name():

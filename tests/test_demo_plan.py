@@ -10,23 +10,27 @@ import sys
 
 import pytest
 
-from hmf.demo.plan import (
+from hmf.config import ConfigError
+from hmf.demo.camelyon17 import (
     CAMELYON17_SLIDE_COUNTS,
     CAMELYON17_STAGE_COUNTS,
     ITC_MAX_UM,
     MICRO_MAX_UM,
-    DemoConfigError,
-    plan_cohort,
-    planned_sample_sheet,
     size_label,
     stage_counts,
 )
+from hmf.demo.plan import plan_from_config, planned_sample_sheet
 from hmf.tasks import CAMELYON17_PATIENT, CAMELYON17_SLIDE, pn_stage
+
+
+def plans_of(kind, n_patients, seed):
+    """The cohort of these keys, the others from the demo schema."""
+    return plan_from_config({"kind": kind, "n_patients": n_patients, "seed": seed})
 
 
 @pytest.fixture(scope="module")
 def cohort():
-    return plan_cohort("camelyon17", 25, 17)
+    return plans_of("camelyon17", 25, 17)
 
 
 def by_patient(plans):
@@ -55,7 +59,7 @@ def test_patient_stages_follow_the_pn_rule(cohort):
 
 @pytest.mark.parametrize("seed", [17, 1, 2])
 def test_proportions_close_to_camelyon17(seed):
-    plans = plan_cohort("camelyon17", 25, seed)
+    plans = plans_of("camelyon17", 25, seed)
     stages = collections.Counter(nodes[0].patient_label for nodes in by_patient(plans).values())
     assert min(stages[s] for s in CAMELYON17_PATIENT) >= 3  # every stage can reach 3 of 5 folds
     for stage, count in CAMELYON17_STAGE_COUNTS.items():
@@ -105,14 +109,14 @@ def test_geometry_stays_small(cohort):
 
 
 def test_same_seed_same_plan_other_seed_other_plan(cohort):
-    assert plan_cohort("camelyon17", 25, 17) == cohort
-    other = plan_cohort("camelyon17", 25, 18)
+    assert plans_of("camelyon17", 25, 17) == cohort
+    other = plans_of("camelyon17", 25, 18)
     assert [p.slide_label for p in other] != [p.slide_label for p in cohort]
     assert [p.mpp for p in other] != [p.mpp for p in cohort]
 
 
 def test_tcga_cohort():
-    plans = plan_cohort("tcga", 16, 17)
+    plans = plans_of("tcga", 16, 17)
     patients = {p.patient_id: p.patient_label for p in plans}
     assert len(patients) == 16
     assert collections.Counter(patients.values()) == {"IDC": 8, "ILC": 8}
@@ -158,14 +162,21 @@ def test_planned_sample_sheet(tmp_path):
         ({"kind": "camelyon17", "n_patients": 5, "seed": "x"}, "demo.seed"),
         ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "base_mpp": -1}, "demo.base_mpp"),
         ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "patients": 5}, "patients"),
-        ({"kind": "camelyon17", "seed": 1}, "demo.n_patients"),
+        ({"kind": "camelyon17", "n_patients": 1001, "seed": 1}, "demo.n_patients"),
+        ({"kind": "camelyon17", "n_patients": 5, "seed": 1, "mpp_jitter": 0.5}, "demo.mpp_jitter"),
     ],
 )
 def test_bad_config_names_the_key(cfg, key):
-    with pytest.raises(DemoConfigError, match=re.escape(key)):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         planned_sample_sheet({**cfg, "slide_dir": "slides"})
-    with pytest.raises(DemoConfigError, match="slide_dir"):
+    with pytest.raises(ConfigError, match="slide_dir"):
         planned_sample_sheet({"kind": "camelyon17", "n_patients": 5, "seed": 1})
+
+
+def test_missing_keys_take_the_schema_defaults():
+    """The demo schema is the one source of defaults: n_patients 25, seed 17, mpp_jitter 0.1."""
+    assert plan_from_config({"kind": "camelyon17", "seed": 17}) == plans_of("camelyon17", 25, 17)
+    assert plan_from_config({}) == plan_from_config({"kind": "camelyon17", "n_patients": 25, "seed": 17})
 
 
 def test_planning_imports_no_pixel_or_deep_learning_libraries():

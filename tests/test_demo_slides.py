@@ -13,8 +13,9 @@ import openslide
 import pytest
 
 from hmf.data.sample_sheet import load_camelyon17, load_tcga
+from hmf.demo.camelyon17 import size_label
 from hmf.demo.labels import write_labels
-from hmf.demo.plan import find_slide, plan_cohort, planned_sample_sheet, size_label
+from hmf.demo.plan import find_slide, plan_from_config, planned_sample_sheet
 from hmf.demo.tissue import render_slide
 from hmf.demo.writer import write_slide
 
@@ -23,7 +24,7 @@ CFG = {"kind": "camelyon17", "n_patients": 25, "seed": 17}
 
 @pytest.fixture(scope="module")
 def cohort():
-    return plan_cohort("camelyon17", 25, 17)
+    return plan_from_config(CFG)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(written, aperio_slide, tumo
     write_slide(plan, again, aperio_slide, tumour_image)
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(again) == digest(path)
-    other = find_slide(plan_cohort("camelyon17", 25, 18), plan.slide_id)
+    other = find_slide(plan_from_config({**CFG, "seed": 18}), plan.slide_id)
     write_slide(other, tmp_path / "other.tif", aperio_slide, tumour_image)
     assert digest(tmp_path / "other.tif") != digest(path)
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
@@ -118,7 +119,7 @@ def test_stage_labels_round_trip(cohort, tmp_path):
 
 def test_tcga_slides_idc_nests_ilc_single_cells(aperio_slide, tumour_image, tmp_path):
     cfg = {"kind": "tcga", "n_patients": 4, "seed": 5}
-    plans = plan_cohort(**cfg)
+    plans = plan_from_config(cfg)
     slide_dir = tmp_path / "slides"
     chosen = {}
     for plan in plans:

@@ -342,14 +342,45 @@ def test_auto_never_takes_a_card_the_job_did_not_ask_for(fake_env):
 
 
 def test_features_device_cuda_index_takes_the_lock(fake_env):
-    from hmf.features.extract import claimed_device
+    from hmf.devices import claimed_device
 
-    with claimed_device("cuda:1") as device:
+    with claimed_device("cuda:1", key="features.device") as device:
         assert device.type == "cpu"  # simulated card
         with pytest.raises(DeviceClaimTimeout):
             claim_device("cuda:1", timeout_s=0.1)
     with claimed_device("auto", gpus=0):
         assert not (fake_env / "gpu0.lock").exists()
+
+
+def test_errors_name_the_config_key_when_given(fake_env):
+    from hmf.config import ConfigError
+
+    with pytest.raises(DeviceError, match="only 2 GPU"):
+        devices.resolve_device("cuda:5")
+    with pytest.raises(ConfigError, match=r"^text\.device=cuda:5: .*only 2 GPU"):
+        devices.resolve_device("cuda:5", key="text.device")
+    with pytest.raises(ConfigError, match=r"^training\.device=cuda:5: "):
+        with devices.claimed_device("cuda:5", key="training.device"):
+            pass
+    assert str(devices.resolve_device("auto")) == "cpu"  # a simulated card computes on the CPU
+    assert not fake_env.exists()  # nothing was claimed
+
+
+def test_bf16_support_comes_from_the_cpu_flags(monkeypatch):
+    import torch
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
+    assert "no bf16 instructions" in devices.bf16_unsupported(cpu)
+    assert devices.resolve_precision("auto", cpu, key="x.precision") == "fp32"
+    with pytest.raises(ValueError, match=r"^x\.precision=bf16: this CPU"):
+        devices.resolve_precision("bf16", cpu, key="x.precision")
+    with devices.autocast_for(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert devices.bf16_unsupported(cpu) is None and devices.resolve_precision("auto", cpu) == "bf16"
+    with devices.autocast_for(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def test_one_vocabulary():

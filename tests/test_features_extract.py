@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from hmf.features.encoders import RESNET50_IMAGENET_FILE, EncoderError, EncoderSettings, build_encoder, register_encoder
-from hmf.features.extract import FeaturesConfigError, extract_features, resolve_device, resolve_features
+from hmf.config import ConfigError
+from hmf.devices import resolve_device
+from hmf.features.encoders import RESNET50_IMAGENET_FILE, EncoderError, build_encoder, register_encoder
+from hmf.features.extract import extract_features
 from hmf.features.io import feature_dim, read_features
+from hmf.features.settings import encoder_settings, resolve_features, runtime_settings
 from hmf.wsi.patching import read_coords, write_coords
 from hmf.wsi.steps import run_patching, run_segmentation
 
@@ -41,7 +44,7 @@ def test_resnet50_trunc_is_layer3_plus_average_pool(tmp_path):
 
     state = _resnet50_state()
     torch.save(state, tmp_path / "r50.pth")
-    encoder = build_encoder(EncoderSettings(weights=str(tmp_path / "r50.pth")))
+    encoder = build_encoder(encoder_settings(weights=str(tmp_path / "r50.pth")))
     assert encoder.dim == 1024 and encoder.weights == str(tmp_path / "r50.pth")
     reference = resnet50(weights=None)
     reference.load_state_dict(state)
@@ -62,13 +65,13 @@ def test_imagenet_weights_come_from_the_hub_cache_only(tmp_path, monkeypatch):
     torch.hub.set_dir(str(tmp_path / "hub"))
     try:
         with pytest.raises(EncoderError) as err:
-            build_encoder(EncoderSettings(weights="imagenet"))
+            build_encoder(encoder_settings(weights="imagenet"))
         message = str(err.value)
         assert RESNET50_IMAGENET_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
         assert not (tmp_path / "hub" / "checkpoints" / RESNET50_IMAGENET_FILE).exists()  # nothing fetched
         (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
         torch.save(_resnet50_state(), tmp_path / "hub" / "checkpoints" / RESNET50_IMAGENET_FILE)
-        encoder = build_encoder(EncoderSettings(weights="imagenet"))
+        encoder = build_encoder(encoder_settings(weights="imagenet"))
         assert encoder.weights == f"imagenet:{RESNET50_IMAGENET_FILE}"
     finally:
         torch.hub.set_dir(old)
@@ -76,18 +79,18 @@ def test_imagenet_weights_come_from_the_hub_cache_only(tmp_path, monkeypatch):
 
 def test_bad_weights_and_unknown_encoders(tmp_path):
     with pytest.raises(EncoderError, match="does not exist"):
-        build_encoder(EncoderSettings(weights=str(tmp_path / "none.pth")))
+        build_encoder(encoder_settings(weights=str(tmp_path / "none.pth")))
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "partial.pth")
     with pytest.raises(EncoderError, match="missing"):
-        build_encoder(EncoderSettings(weights=str(tmp_path / "partial.pth")))
+        build_encoder(encoder_settings(weights=str(tmp_path / "partial.pth")))
     with pytest.raises(EncoderError, match="unknown.*resnet50_trunc"):
-        build_encoder(EncoderSettings(encoder="vgg99"))
+        build_encoder(encoder_settings(encoder="vgg99"))
 
 
 def test_random_weights_are_seeded():
-    a = build_encoder(EncoderSettings(weights="random", seed=1)).module
-    b = build_encoder(EncoderSettings(weights="random", seed=1)).module
-    c = build_encoder(EncoderSettings(weights="random", seed=2)).module
+    a = build_encoder(encoder_settings(weights="random", seed=1)).module
+    b = build_encoder(encoder_settings(weights="random", seed=1)).module
+    c = build_encoder(encoder_settings(weights="random", seed=2)).module
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
@@ -102,7 +105,7 @@ def test_split_preprocessing_equals_torchvision_per_image_transform(aperio_slide
 
     from hmf.wsi.slide import open_slide
 
-    encoder = build_encoder(EncoderSettings(weights="random"))
+    encoder = build_encoder(encoder_settings(weights="random"))
     reference = transforms.Compose(
         [
             transforms.Resize(224),
@@ -145,13 +148,13 @@ def test_registry_accepts_a_user_encoder():
             (0.5,) * 3,
         ),
     )
-    assert build_encoder(EncoderSettings(encoder="tiny_test")).dim == 5
+    assert build_encoder(encoder_settings(encoder="tiny_test")).dim == 5
 
 
 def test_timm_encoder_needs_timm(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` fail
     with pytest.raises(EncoderError, match="pip install timm"):
-        build_encoder(EncoderSettings(encoder="timm:resnet18", checkpoint="x.pth"))
+        build_encoder(encoder_settings(encoder="timm:resnet18", checkpoint="x.pth"))
 
 
 def test_timm_encoder_from_a_local_checkpoint(tmp_path):
@@ -159,7 +162,7 @@ def test_timm_encoder_from_a_local_checkpoint(tmp_path):
     torch.manual_seed(0)
     net = timm.create_model("resnet18", pretrained=False, num_classes=0)
     torch.save({"state_dict": net.state_dict()}, tmp_path / "r18.pth")
-    encoder = build_encoder(EncoderSettings(encoder="timm:resnet18", checkpoint=str(tmp_path / "r18.pth")))
+    encoder = build_encoder(encoder_settings(encoder="timm:resnet18", checkpoint=str(tmp_path / "r18.pth")))
     assert encoder.dim == 512 and encoder.weights == str(tmp_path / "r18.pth")
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
@@ -169,17 +172,19 @@ def test_timm_encoder_from_a_local_checkpoint(tmp_path):
 def test_config_validation():
     enc, run = resolve_features({"encoder": "resnet50_trunc", "weights": "random", "device": "cpu"})
     assert enc.weights == "random" and run.device == "cpu" and run.batch_for(torch.device("cpu")) == 2
-    with pytest.raises(FeaturesConfigError, match="bogus"):
+    with pytest.raises(ConfigError, match="bogus"):
         resolve_features({"bogus": 1})
-    with pytest.raises(FeaturesConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match="batch_size"):
         resolve_features({"batch_size": 0})
-    with pytest.raises(FeaturesConfigError, match="cpu_streams"):
+    with pytest.raises(ConfigError, match="cpu_streams"):
         resolve_features({"cpu_streams": 0})
-    with pytest.raises(FeaturesConfigError, match="device"):
-        resolve_device("tpu")
+    with pytest.raises(ConfigError, match=r"features\.device"):
+        resolve_features({"device": "tpu"})
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device("tpu", key="features.device")
     if not torch.cuda.is_available():
-        with pytest.raises(FeaturesConfigError, match="no CUDA device"):
-            resolve_device("cuda:0")
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:0", key="features.device")
 
 
 def test_extraction_outputs_are_finite_complete_and_reproducible(aperio_slide, coords_subset, tmp_path):
@@ -227,7 +232,7 @@ def test_slide_without_patches_gets_empty_feature_files(aperio_slide, coords_sub
 
 
 def test_device_claims(monkeypatch, tmp_path):
-    from hmf.features.extract import claimed_device
+    from hmf.devices import claimed_device
 
     monkeypatch.setenv("HMF_GPU_LOCK_DIR", str(tmp_path / "locks"))
     with claimed_device("cpu") as device:
@@ -238,22 +243,22 @@ def test_device_claims(monkeypatch, tmp_path):
         assert (tmp_path / "locks" / "gpu0.lock").exists()
     monkeypatch.setenv("HMF_FAKE_GPUS", "0")
     if not torch.cuda.is_available():
-        with pytest.raises(FeaturesConfigError, match="features.device=cuda"):
-            with claimed_device("cuda"):
+        with pytest.raises(ConfigError, match="features.device=cuda"):
+            with claimed_device("cuda", key="features.device"):
                 pass
 
 
 def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
-    from hmf.features.extract import PatchDataset, RuntimeSettings, encode_patches
+    from hmf.features.engine import PatchDataset, encode_patches
     from hmf.wsi.slide import open_slide
 
-    encoder = build_encoder(EncoderSettings(weights="random"))
+    encoder = build_encoder(encoder_settings(weights="random"))
     coords, attrs = read_coords(coords_subset)
     dataset = PatchDataset(open_slide(aperio_slide), coords[:3], 0, int(attrs["patch_size"]), encoder.pixels)
     cpu = torch.device("cpu")
-    eager = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="none"))
-    frozen = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="jit"))
-    again = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, num_workers=0, cpu_optimize="jit"))
+    eager = encode_patches(encoder, dataset, cpu, runtime_settings(batch_size=2, num_workers=0, cpu_optimize="none"))
+    frozen = encode_patches(encoder, dataset, cpu, runtime_settings(batch_size=2, num_workers=0, cpu_optimize="jit"))
+    again = encode_patches(encoder, dataset, cpu, runtime_settings(batch_size=2, num_workers=0, cpu_optimize="jit"))
     assert frozen.shape == eager.shape == (3, 1024)
     torch.testing.assert_close(frozen, eager, rtol=1e-3, atol=1e-3)
     assert torch.equal(frozen, again)
@@ -263,19 +268,19 @@ def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
 def test_cpu_streams_return_every_batch_in_order(source, aperio_slide, tumour_image, coords_subset):
     """Three streams finishing in any order give the bits of one stream; a PNG (PIL behind
     OpenSlide's ImageSlide, read under a lock) as well as an SVS."""
-    from hmf.features.extract import PatchDataset, RuntimeSettings, encode_patches
+    from hmf.features.engine import PatchDataset, encode_patches
     from hmf.wsi.slide import open_slide
 
-    encoder = build_encoder(EncoderSettings(weights="random"))
+    encoder = build_encoder(encoder_settings(weights="random"))
     if source == "aperio":
         slide, coords = open_slide(aperio_slide), read_coords(coords_subset)[0]
     else:
         slide, coords = open_slide(tumour_image), np.array([[x, y] for y in (0, 500) for x in (0, 250, 500)])
     dataset = PatchDataset(slide, coords, 0, 256, encoder.pixels)
     cpu, seen = torch.device("cpu"), []
-    one = encode_patches(encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=1, cpu_optimize="none"))
+    one = encode_patches(encoder, dataset, cpu, runtime_settings(batch_size=2, cpu_streams=1, cpu_optimize="none"))
     three = encode_patches(
-        encoder, dataset, cpu, RuntimeSettings(batch_size=2, cpu_streams=3, cpu_optimize="none"), on_batch=seen.append
+        encoder, dataset, cpu, runtime_settings(batch_size=2, cpu_streams=3, cpu_optimize="none"), on_batch=seen.append
     )
     assert seen == [2, 4, 6]
     assert torch.equal(one, three)
@@ -322,7 +327,7 @@ def test_every_schema_default_is_accepted():
 
 
 def _has_cpu_bf16() -> bool:
-    from hmf.features.extract import bf16_unsupported
+    from hmf.devices import bf16_unsupported
 
     return bf16_unsupported(torch.device("cpu")) is None
 
@@ -330,21 +335,21 @@ def _has_cpu_bf16() -> bool:
 def test_precision_setting_is_validated():
     assert resolve_features({})[1].precision == "fp32"  # CLAM-exact by default
     assert resolve_features({"precision": "bf16"})[1].precision == "bf16"
-    with pytest.raises(FeaturesConfigError, match="features.precision='fp16'"):
+    with pytest.raises(ConfigError, match=r"features\.precision: 'fp16' is not one of"):
         resolve_features({"precision": "fp16"})
 
 
 def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide, coords_subset, tmp_path, monkeypatch):
-    from hmf.features import extract
+    from hmf import devices
 
-    monkeypatch.setattr(extract, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
     cpu = torch.device("cpu")
-    assert extract.resolve_precision("auto", cpu) == "fp32"
-    assert extract.resolve_precision("fp32", cpu) == "fp32"
-    with pytest.raises(FeaturesConfigError, match=r"features.precision=bf16: this CPU has no bf16 instructions"):
-        extract.resolve_precision("bf16", cpu)
+    assert devices.resolve_precision("auto", cpu) == "fp32"
+    assert devices.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match=r"features.precision=bf16: this CPU has no bf16 instructions"):
+        devices.resolve_precision("bf16", cpu)
     out = tmp_path / "h5_files" / "cmu.h5"
-    with pytest.raises(FeaturesConfigError, match="features.precision=bf16"):
+    with pytest.raises(ConfigError, match="features.precision=bf16"):
         extract_features(
             aperio_slide,
             coords_subset,
@@ -363,10 +368,10 @@ def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide
         slide_id="cmu",
     )
     assert stats["precision"] == "fp32"
-    monkeypatch.setattr(extract, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert extract.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(extract, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
-    assert extract.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert devices.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert devices.resolve_precision("bf16", cpu) == "bf16"
 
 
 @pytest.mark.skipif(not _has_cpu_bf16(), reason="this CPU has no bf16 instructions (avx512_bf16, amx_bf16)")
@@ -509,66 +514,27 @@ def test_extraction_threads_follow_the_patch_count(tmp_path):
     assert extraction_threads(small, 2) == 1 and extraction_threads(empty, 8) == 1
     assert extraction_threads(coords_file("more", PATCHES_PER_THREAD + 1), 2) == 2
     assert extraction_threads(large, 2) == 2 and extraction_threads(large, 16) == 4
-    assert extraction_threads([large, large], 16) == 8  # a job of several slides: their sum
+    # A job of several slides encodes one after another: its largest slide sets the threads.
+    assert extraction_threads([large, large], 16) == 4 and extraction_threads([small, large], 16) == 4
+    assert extraction_threads([small] * 32, 2) == 1
     assert extraction_threads([small, tmp_path / "none.h5"], 6) == 6  # graph not built yet: all cores
-
-
-WORKFLOW = """
-import sys
-sys.path.insert(0, {src!r})
-R, LOGS, BENCH = "results/t", "logs/t", "benchmarks/t"
-FEATURES_DIR = R + "/features/resnet50_trunc"
-_PATHS = {slides!r}
-_MPP = {{s: None for s in _PATHS}}
-SLIDE_IDS = list(_PATHS)
-
-include: {helpers!r}
-include: {rules!r}
-"""
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="runs Snakemake with the local executor")
 def test_a_large_slide_uses_every_core_and_small_slides_one_each(aperio_slide, tumour_image, tmp_path):
     """With --cores 2: the real slide (50 patches) encodes in 2 streams even though the sample
     sheet has two slides; the small image (at most 16 patches) in one."""
-    import os
-    import subprocess
-    from pathlib import Path
+    from hmf.features.standalone import StandalonePreprocessing
 
-    root = Path(__file__).resolve().parents[1]
-    (tmp_path / "Snakefile").write_text(
-        WORKFLOW.format(
-            src=str(root / "src"),
-            rules=str(root / "rules" / "preprocess.smk"),
-            helpers=str(root / "rules" / "slide_helpers.smk"),
-            slides={"cmu": str(aperio_slide), "small": str(tumour_image)},
-        )
+    run = StandalonePreprocessing(
+        tmp_path,
+        {"cmu": aperio_slide, "small": tumour_image},
+        {
+            "preprocessing": {"preset": "bwh_biopsy", "patching": {"patch_size": 256, "step_size": 256}},
+            "features": {"weights": "random", "device": "cpu", "input_size": 32},
+        },
     )
-    (tmp_path / "config.yaml").write_text(
-        "preprocessing: {preset: bwh_biopsy, segmentation: {}, patching: {patch_size: 256, step_size: 256}}\n"
-        "features: {encoder: resnet50_trunc, weights: random, device: cpu, slides_per_job: 1, input_size: 32}\n"
-    )
-    snakemake = Path(sys.executable).parent / "snakemake"
-    features = "results/t/features/resnet50_trunc/h5_files"
-    proc = subprocess.run(
-        [
-            str(snakemake),
-            "--cores",
-            "2",
-            "--configfile",
-            "config.yaml",
-            "--quiet",
-            "all",
-            "--",
-            f"{features}/cmu.h5",
-            f"{features}/small.h5",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, PYTHONPATH=str(root / "src")),
-    )
+    proc = run.snakemake(run.features("cmu").h5, run.features("small").h5, cores="2", timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     large_log = (tmp_path / "logs/t/extract_features/cmu.log").read_text()
     small_log = (tmp_path / "logs/t/extract_features/small.log").read_text()

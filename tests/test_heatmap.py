@@ -10,16 +10,10 @@ from matplotlib import colormaps
 from PIL import Image
 
 from hmf.models import build_slide_model
-from hmf.report.heatmaps import (
-    CMAP,
-    HeatmapError,
-    heatmap_figure_size,
-    load_slide_checkpoint,
-    montage_figure_size,
-    overlay,
-    render_slide_heatmap,
-    slide_attention,
-)
+from hmf.report.attention import HeatmapError, slide_attention
+from hmf.report.heatmap_figures import CMAP, heatmap_figure_size, montage_figure_size, overlay
+from hmf.report.heatmaps import render_slide_heatmap
+from hmf.training.checkpoints import SlideCheckpoint, load_slide_model, write_checkpoint
 from hmf.wsi.patching import write_coords
 
 CLASSES = ["negative", "tumour"]
@@ -42,17 +36,21 @@ def setup(tmp_path, aperio_slide):
 
     model = build_slide_model("hmf", D, len(CLASSES), PARAMS, text_dim=TEXT_DIM)
     checkpoint = tmp_path / "checkpoint.pt"
-    torch.save(
-        {
-            "model": "hmf",
-            "state_dict": model.state_dict(),
-            "in_dim": D,
-            "n_classes": len(CLASSES),
-            "classes": CLASSES,
-            "text_dim": TEXT_DIM,
-            "params": {"model": PARAMS},
-        },
+    write_checkpoint(
         checkpoint,
+        SlideCheckpoint(
+            model="hmf",
+            state_dict=model.state_dict(),
+            in_dim=D,
+            n_classes=len(CLASSES),
+            classes=tuple(CLASSES),
+            text_dim=TEXT_DIM,
+            params={"model": PARAMS},
+            best_epoch=0,
+            feature_mean=None,
+            feature_std=None,
+            best_score=None,
+        ),
     )
     prompts = ["a slide without tumour", "normal lymph node", "carcinoma cells", "metastatic tumour"]
     bank = tmp_path / "bank.pt"
@@ -112,11 +110,11 @@ def test_heatmap_and_montage_are_drawn(setup):
     assert pixels.std() > 10 and montage.std() > 10
 
     # The top patches are those of the model's own attention, in order.
-    model, ckpt = load_slide_checkpoint(setup["checkpoint"])
+    model, ckpt = load_slide_model(setup["checkpoint"])
     from hmf.training.slide import load_text_inputs
 
     text, _ = load_text_inputs(setup["bank"], tuple(CLASSES))
-    result = slide_attention(model, ckpt["classes"], setup["features_tensor"], setup["coords_array"], text)
+    result = slide_attention(model, list(ckpt.classes), setup["features_tensor"], setup["coords_array"], text)
     assert summary.top_index == list(np.argsort(-result.attention, kind="stable")[:5])
     assert summary.predicted == result.predicted and summary.predicted in CLASSES
     assert np.isclose(result.attention.sum(), 1.0, atol=1e-4)
@@ -168,13 +166,6 @@ def test_mismatched_coordinates_are_named(setup):
             setup["tmp"] / "b.png",
             text_bank=setup["bank"],
         )
-
-
-def test_checkpoint_without_weights_is_refused(tmp_path):
-    bad = tmp_path / "bad.pt"
-    torch.save({"model": "hmf"}, bad)
-    with pytest.raises(HeatmapError, match="bad.pt lacks key"):
-        load_slide_checkpoint(bad)
 
 
 def test_slide_without_patches_gets_its_thumbnail(setup):

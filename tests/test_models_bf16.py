@@ -9,7 +9,7 @@ import pytest
 import torch
 from synthetic import make_cohort
 
-import hmf.features.extract as extract
+import hmf.devices as devices
 import hmf.training.slide as slide_module
 from hmf.tasks import get_task
 from hmf.training.loop import _autocast
@@ -28,12 +28,12 @@ def precision_of(mode, device=CPU):
 
 @pytest.fixture
 def cpu_with_bf16(monkeypatch):
-    monkeypatch.setattr(extract, "bf16_unsupported", lambda device: None)
+    monkeypatch.setattr(devices, "bf16_unsupported", lambda device: None)
 
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(extract, "bf16_unsupported", lambda device: "this CPU has no bf16 instructions")
+    monkeypatch.setattr(devices, "bf16_unsupported", lambda device: "this CPU has no bf16 instructions")
 
 
 def test_default_keeps_fp32_on_the_cpu(cpu_with_bf16):

@@ -53,10 +53,8 @@ def test_predict_sheet_checks(tmp_path):
         load_predict_sheet(tmp_path / "new.csv")
 
 
-def test_pn_rule_ensemble_and_submission(tmp_path):
-    """Fold by fold the pN rule on that fold's slide labels; the ensemble is the mean of the
-    folds' one-hot rows; the submission lists each patient, then its nodes."""
-    slides = [f"patient_{p}_node_{n}" for p in (100, 101) for n in range(5)]
+def write_unlabelled_sheet(path, slides):
+    """The workflow's copy of a sheet of new CAMELYON17 slides (``patient_XXX_node_Y``)."""
     sheet = pd.DataFrame(
         {
             "slide_id": slides,
@@ -68,7 +66,14 @@ def test_pn_rule_ensemble_and_submission(tmp_path):
             "mpp": "",
         }
     )
-    sheet.to_csv(tmp_path / "sheet.csv", index=False)
+    sheet.to_csv(path, index=False)
+
+
+def test_pn_rule_ensemble_and_submission(tmp_path):
+    """Fold by fold the pN rule on that fold's slide labels; the ensemble is the mean of the
+    folds' one-hot rows; the submission lists each patient, then its nodes."""
+    slides = [f"patient_{p}_node_{n}" for p in (100, 101) for n in range(5)]
+    write_unlabelled_sheet(tmp_path / "sheet.csv", slides)
     labels = {
         0: ["macro", "macro", "micro", "negative", "negative", "itc"] + ["negative"] * 4,
         1: ["macro", "micro", "negative", "negative", "negative", "negative"] + ["negative"] * 4,
@@ -119,6 +124,71 @@ def test_submission_needs_camelyon_ids_and_nodes(tmp_path):
     pd.DataFrame({"id": ["a"], "pred_label": ["negative"]}).to_csv(tmp_path / "s.csv", index=False)
     with pytest.raises(ValueError, match="'p1' is not a CAMELYON17 id"):
         camelyon17_submission(tmp_path / "sheet.csv", tmp_path / "p.csv", tmp_path / "s.csv", tmp_path / "o.csv")
+
+
+def test_submission_names_a_predictions_file_without_labels(tmp_path):
+    sheet = pd.DataFrame(
+        {"slide_id": ["a"], "patient_id": ["patient_1"], "path": "x", "slide_label": "", "patient_label": ""}
+    )
+    sheet.assign(node=[0], mpp="").to_csv(tmp_path / "sheet.csv", index=False)
+    pd.DataFrame({"id": ["patient_1"], "stage": ["pN0"]}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"id": ["a"], "pred_label": ["negative"]}).to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(ValueError, match=r"predictions file .*p.csv: missing column\(s\) \['pred_label'\]"):
+        camelyon17_submission(tmp_path / "sheet.csv", tmp_path / "p.csv", tmp_path / "s.csv", tmp_path / "o.csv")
+
+
+def test_predict_slides_reads_the_feature_files_it_is_given(tmp_path):
+    """The K fold checkpoints predict the slides whose feature files the job was given (the
+    mapping slide id -> file); the ensemble, per-fold rows and embeddings agree with each model."""
+    import h5py
+
+    from hmf.features.io import FeatureFileError
+    from hmf.models import build_slide_model
+    from hmf.predict import predict_slides
+    from hmf.training.checkpoints import SlideCheckpoint, write_checkpoint
+    from hmf.training.slide_embeddings import read_slide_embeddings
+
+    classes = list(CAMELYON17_SLIDE)
+    slides = ["patient_300_node_0", "patient_300_node_1", "patient_301_node_0"]
+    write_unlabelled_sheet(tmp_path / "sheet.csv", slides)
+    rng = np.random.default_rng(0)
+    files = {}
+    for slide, n in zip(slides, (5, 0, 3)):  # the second slide has no patches
+        files[slide] = tmp_path / "anywhere" / f"{slide}.h5"
+        files[slide].parent.mkdir(exist_ok=True)
+        with h5py.File(files[slide], "w") as fh:
+            fh["features"] = rng.normal(size=(n, 6)).astype(np.float32)
+            fh["coords"] = np.zeros((n, 2), dtype=np.int64)
+    models, checkpoints = [], []
+    for k in range(2):
+        torch.manual_seed(k)
+        model = build_slide_model("abmil", 6, len(classes), {}).eval()
+        mean, std = torch.full((6,), 0.1 * k), torch.full((6,), 1.0 + k)
+        checkpoints.append(tmp_path / f"fold_{k}.pt")
+        write_checkpoint(
+            checkpoints[-1],
+            SlideCheckpoint("abmil", model.state_dict(), 6, 4, tuple(classes), None, {"model": {}}, 0, mean, std, 0.0),
+        )
+        models.append((model, mean, std))
+    out = {name: tmp_path / name for name in ("p.csv", "f.csv", "e.pt")}
+    frame = predict_slides(TASK, tmp_path / "sheet.csv", files, checkpoints, out["p.csv"], out["f.csv"], out["e.pt"])
+
+    assert list(frame["id"]) == [slides[0], slides[2]] and list(frame["patient_id"]) == ["patient_300", "patient_301"]
+    saved = read_slide_embeddings(out["e.pt"])
+    assert saved.slide_ids == [slides[0], slides[2]] and saved.probs.shape == (2, 2, 4)
+    folds = pd.read_csv(out["f.csv"])
+    for k, (model, mean, std) in enumerate(models):
+        with h5py.File(files[slides[2]]) as fh:
+            features = torch.from_numpy(fh["features"][()])
+        with torch.inference_mode():
+            expected = torch.softmax(model(features=(features - mean) / std)["logits"], -1)
+        assert torch.allclose(saved.probs[k, 1], expected, atol=1e-6)
+        row = folds[(folds["fold"] == k) & (folds["id"] == slides[2])]
+        assert np.allclose(row[[f"prob_{c}" for c in classes]].to_numpy()[0], expected.numpy(), atol=1e-6)
+
+    del files[slides[1]]
+    with pytest.raises(FeatureFileError, match=f"slide {slides[1]}: no feature file among the job's inputs"):
+        predict_slides(TASK, tmp_path / "sheet.csv", files, checkpoints, out["p.csv"], out["f.csv"], out["e.pt"])
 
 
 @pytest.mark.workflow

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hmf.data.splits import load_splits, make_split_files, make_splits, write_splits
+from hmf.config import ConfigError
+from hmf.data.splits import SplitSettings, load_splits, make_split_files, make_splits, read_split, write_splits
+from hmf.settings import build, section
 
 # CAMELYON17 training distribution of patient labels.
 CAMELYON_COUNTS = {"pN0": 24, "pN0(i+)": 11, "pN1mi": 21, "pN1": 30, "pN2": 14}
@@ -123,6 +125,27 @@ def test_write_then_load_round_trip(patients, tmp_path):
     # an explicit list of files works as well, and its order is kept
     reloaded = load_splits([paths[1], paths[0], *paths[2:]], patients)
     pd.testing.assert_frame_equal(reloaded[0], folds[1])
+
+
+def test_read_split_reads_what_write_splits_wrote(patients, tmp_path):
+    folds = make_splits(patients, k=5, seed=0)
+    paths = write_splits(folds, tmp_path / "splits")
+    assert read_split(paths[2]) == dict(zip(folds[2]["patient_id"], folds[2]["split"]))
+    assert read_split(paths[2])["patient_007"] in ("train", "val", "test")  # ids kept as written
+    (tmp_path / "bad.csv").write_text("patient_id,split\np1,holdout\n")
+    with pytest.raises(ValueError, match=r"split file .*bad.csv: unknown split value\(s\) \['holdout'\]"):
+        read_split(tmp_path / "bad.csv")
+    (tmp_path / "cols.csv").write_text("patient,split\np1,test\n")
+    with pytest.raises(ValueError, match=r"cols.csv: missing column\(s\) \['patient_id'\]"):
+        read_split(tmp_path / "cols.csv")
+
+
+def test_split_settings_from_the_schema():
+    settings = build(SplitSettings, section("splits", {"files": ["f0.csv", "f1.csv"]}))
+    assert settings == SplitSettings(k=5, val_fraction=0.2, seed=0, files=("f0.csv", "f1.csv"))
+    assert build(SplitSettings, section("splits", {})).files is None
+    with pytest.raises(ConfigError, match=r"splits\.k"):
+        section("splits", {"k": 1})
 
 
 def hand_written_folds(tmp_path, rows_per_fold):

@@ -110,7 +110,7 @@ def test_unknown_encoder_is_named():
 def test_text_bank_file_contract(tiny_t5, tmp_path):
     classes = labelset_classes(TASKS["camelyon17"], "camelyon17_patient")
     prompts = tmp_path / "prompts" / "camelyon17_patient.json"
-    make_prompts(prompts, "camelyon17_patient", classes, {})
+    make_prompts(prompts, "camelyon17_patient", classes, text_settings({}))
     out = tmp_path / "text" / "camelyon17_patient" / "flan_t5_small.pt"
     encode_prompts(prompts, out, "flan_t5_small", t5_config(tiny_t5))
     bank = load_text_bank(out)

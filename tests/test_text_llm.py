@@ -15,6 +15,7 @@ import pytest
 from hmf.logs import setup_logging
 from hmf.text.llm import LLMError, LLMSettings, MalformedOutput, generate_descriptions, parse_answer
 from hmf.text.prompts import make_prompts, read_prompts
+from hmf.text.settings import text_settings
 
 CLASSES = ["IDC", "ILC"]
 KEY_ENV = "HMF_TEST_LLM_KEY"
@@ -139,13 +140,17 @@ def llm_config(server, **llm):
     return {"source": "llm", "llm": {**base, **llm}}
 
 
+def llm_text(server, **llm):
+    return text_settings(llm_config(server, **llm))
+
+
 def test_success_writes_descriptions_and_provenance_without_key(serve, key, tmp_path):
     server = serve([("auto",)])
     log_file = tmp_path / "logs" / "prompts.log"
     setup_logging(str(log_file), level=logging.DEBUG)  # even DEBUG must not reveal the key
     try:
         out = tmp_path / "prompts" / "tcga_brca.json"
-        data = make_prompts(out, "tcga_brca", CLASSES, llm_config(server))
+        data = make_prompts(out, "tcga_brca", CLASSES, llm_text(server))
     finally:
         setup_logging(None)
     assert len(server.requests) == 2  # one per class with the default template
@@ -171,23 +176,23 @@ def test_success_writes_descriptions_and_provenance_without_key(serve, key, tmp_
 def test_rerun_makes_no_request_and_keeps_hand_edits(serve, key, tmp_path):
     server = serve([("auto",)])
     out = tmp_path / "tcga_brca.json"
-    make_prompts(out, "tcga_brca", CLASSES, llm_config(server))
+    make_prompts(out, "tcga_brca", CLASSES, llm_text(server))
     assert len(server.requests) == 2
     data = json.loads(out.read_text())
     data["descriptions"]["IDC"][0] = "Hand-written: cohesive glands in desmoplastic stroma."
     out.write_text(json.dumps(data))
     # same template, model and classes (other settings may differ): no request, edits kept
-    make_prompts(out, "tcga_brca", CLASSES, llm_config(server, temperature=0.1, n_per_class=6))
+    make_prompts(out, "tcga_brca", CLASSES, llm_text(server, temperature=0.1, n_per_class=6))
     assert len(server.requests) == 2
     assert read_prompts(out)["descriptions"]["IDC"][0].startswith("Hand-written")
     # another model: asked again, file replaced
-    make_prompts(out, "tcga_brca", CLASSES, llm_config(server, model="other-model"))
+    make_prompts(out, "tcga_brca", CLASSES, llm_text(server, model="other-model"))
     assert len(server.requests) == 4
     assert read_prompts(out)["provenance"]["model"] == "other-model"
     assert not read_prompts(out)["descriptions"]["IDC"][0].startswith("Hand-written")
     # another template: asked again
     template = 'List {n} H&E descriptions of class "{class_name}" (classes: {classes}) as JSON {"descriptions": []}.'
-    make_prompts(out, "tcga_brca", CLASSES, llm_config(server, model="other-model", template=template))
+    make_prompts(out, "tcga_brca", CLASSES, llm_text(server, model="other-model", template=template))
     assert len(server.requests) == 6
     assert server.requests[-1]["messages"][-1]["content"].startswith("List 6 H&E descriptions")
 
@@ -198,7 +203,7 @@ def test_one_request_template_needs_every_class(serve, key, tmp_path):
     missing = json.dumps({"IDC": [f"IDC text {i}" for i in range(6)]})
     server = serve([("content", missing), ("content", good)])
     out = tmp_path / "p.json"
-    make_prompts(out, "tcga_brca", CLASSES, llm_config(server, template=template))
+    make_prompts(out, "tcga_brca", CLASSES, llm_text(server, template=template))
     assert len(server.requests) == 2
     assert read_prompts(out)["descriptions"]["ILC"][5] == "ILC text 5"
 
@@ -208,7 +213,7 @@ def test_malformed_answers_are_retried_then_fail_without_writing(serve, key, tmp
     server = serve([("content", "this is not JSON"), ("content", too_few), ("content", '["a list"]')])
     out = tmp_path / "p.json"
     with pytest.raises(LLMError) as err:
-        make_prompts(out, "tcga_brca", CLASSES, llm_config(server, max_retries=2))
+        make_prompts(out, "tcga_brca", CLASSES, llm_text(server, max_retries=2))
     assert len(server.requests) == 3
     assert "after 3 attempts" in str(err.value) and "malformed" in str(err.value)
     assert not out.exists() and not list(tmp_path.iterdir())  # no partial or temporary file
@@ -216,13 +221,13 @@ def test_malformed_answers_are_retried_then_fail_without_writing(serve, key, tmp
 
 def test_malformed_then_valid_succeeds(serve, key, tmp_path):
     server = serve([("content", "{not json"), ("auto",)])
-    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server))
+    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server))
     assert len(server.requests) == 3  # IDC: bad, good; ILC: good
 
 
 def test_server_error_then_success(serve, key, tmp_path):
     server = serve([("status", 500), ("status", 429), ("auto",)])
-    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server))
+    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server))
     assert len(server.requests) == 4
     assert read_prompts(tmp_path / "p.json")["provenance"]["requests"] == 4
 
@@ -230,7 +235,7 @@ def test_server_error_then_success(serve, key, tmp_path):
 def test_persistent_server_error_raises(serve, key, tmp_path):
     server = serve([("status", 503)])
     with pytest.raises(LLMError, match="HTTP 503"):
-        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server, max_retries=1))
+        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server, max_retries=1))
     assert len(server.requests) == 2
     assert not (tmp_path / "p.json").exists()
 
@@ -241,7 +246,7 @@ def test_client_error_is_not_retried_and_echoed_key_is_scrubbed(serve, key, tmp_
     setup_logging(str(log_file), level=logging.DEBUG)
     try:
         with pytest.raises(LLMError, match="HTTP 401") as err:
-            make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server))
+            make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server))
         logging.getLogger("test").error("failed: %s", err.value)
     finally:
         setup_logging(None)
@@ -256,7 +261,7 @@ def test_retried_errors_do_not_log_the_key(serve, key, tmp_path):
     log_file = tmp_path / "prompts.log"
     setup_logging(str(log_file), level=logging.DEBUG)
     try:
-        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server))
+        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server))
     finally:
         setup_logging(None)
     text = log_file.read_text()
@@ -267,7 +272,7 @@ def test_timeout_is_retried_then_reported(serve, key, tmp_path):
     server = serve([("sleep", 1.0)])
     started = time.monotonic()
     with pytest.raises(LLMError, match="timeout_s=0.2"):
-        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server, timeout_s=0.2, max_retries=1))
+        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server, timeout_s=0.2, max_retries=1))
     assert time.monotonic() - started < 5
     assert len(server.requests) == 2
     assert not (tmp_path / "p.json").exists()
@@ -275,7 +280,7 @@ def test_timeout_is_retried_then_reported(serve, key, tmp_path):
 
 def test_timeout_then_success(serve, key, tmp_path):
     server = serve([("sleep", 1.0), ("auto",)])
-    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server, timeout_s=0.2))
+    make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server, timeout_s=0.2))
     assert len(server.requests) == 3
 
 
@@ -283,13 +288,13 @@ def test_missing_key_variable_is_a_clear_error(serve, monkeypatch, tmp_path):
     monkeypatch.delenv(KEY_ENV, raising=False)
     server = serve([("auto",)])
     with pytest.raises(LLMError, match=KEY_ENV):
-        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_config(server))
+        make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server))
     assert server.requests == []
     assert not (tmp_path / "p.json").exists()
 
 
 def test_settings_reject_bad_values():
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"text\.llm\.temprature: unknown key"):
         LLMSettings.from_config({"model": "m", "temprature": 1})
     with pytest.raises(ValueError, match="placeholders"):
         LLMSettings.from_config({"model": "m", "template": "describe the classes"})

@@ -70,6 +70,15 @@ def test_prompts_and_embeddings_rules(tmp_path):
     assert (tmp_path / "logs/t/prompts/tcga_brca.log").stat().st_size > 0
     assert "Nothing to be done" in snakemake(tmp_path, "-n", TARGET)
 
+    # the jobs get their settings as params: a setting neither reads changes nothing, a
+    # setting of the encoder reruns encode_text only
+    write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu", "llm": {"temperature": 0.1}})
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", TARGET)
+    write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu", "batch_size": 8})
+    dry = snakemake(tmp_path, "-n", TARGET)
+    assert "rule encode_text" in dry and "Params have changed" in dry and "rule prompts" not in dry
+    write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu"})
+
     # a hand edit re-embeds the prompts but does not rerun the prompts rule
     prompts = json.loads((tmp_path / PROMPTS).read_text())
     prompts["descriptions"]["ILC"][0] = "Hand edit: single-file discohesive cells without E-cadherin."
@@ -129,3 +138,8 @@ def test_unknown_encoder_fails_at_parse_time(tmp_path):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     write_config(tmp_path, {"encoder": "clip"})
     assert "config text: unknown text encoder 'clip'" in dry_run_failure(tmp_path, TARGET)
+
+
+def test_scripts_read_params_not_the_config():
+    scripts = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+    assert scripts and [p.name for p in scripts if "snakemake.config" in p.read_text(encoding="utf-8")] == []

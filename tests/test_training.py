@@ -173,7 +173,7 @@ def test_patience_replaces_each_models_own():
 
 
 def test_inner_splits_hold_out_every_training_patient_once(cohort):
-    from hmf.training.bags import read_split
+    from hmf.data.splits import read_split
     from hmf.training.cross_fitting import inner_splits
 
     outer = read_split(cohort["split"])
@@ -193,7 +193,7 @@ def test_inner_splits_hold_out_every_training_patient_once(cohort):
 
 
 def test_cross_fitted_embeddings_come_from_the_inner_model_that_held_the_patient_out(cohort, tmp_path):
-    from hmf.training.bags import read_split
+    from hmf.data.splits import read_split
     from hmf.training.cross_fitting import cross_fitted_embeddings, write_inner_splits
 
     inner_csvs = [tmp_path / f"inner_{j}.csv" for j in range(3)]
@@ -248,14 +248,12 @@ def test_resume_after_interruption_matches_uninterrupted(cohort, tmp_path, monke
         kwargs_on_epoch = kwargs.pop("on_epoch")
         return real_fit(*args, on_epoch=on_epoch, **kwargs)
 
-    import hmf.training.slide as slide_module
-
-    monkeypatch.setattr(slide_module, "fit", interrupted_fit)
+    monkeypatch.setattr(loop, "fit", interrupted_fit)
     with pytest.raises(Killed):
         _train(cohort, tmp_path / "resumed", model="abmil", training=training)
     state = tmp_path / "resumed" / "resume_state.pt"
     assert state.exists() and not (tmp_path / "resumed" / "predictions.csv").exists()
-    monkeypatch.setattr(slide_module, "fit", real_fit)
+    monkeypatch.setattr(loop, "fit", real_fit)
     resumed = _train(cohort, tmp_path / "resumed", model="abmil", training=training)
     assert Path(resumed.predictions).read_bytes() == Path(full.predictions).read_bytes()
     log_full, log_resumed = pd.read_csv(full.train_log), pd.read_csv(resumed.train_log)
@@ -385,7 +383,7 @@ def test_cross_fitted_patient_inputs_on_the_tiny_run(tiny_run, tmp_path):
     import yaml
     from conftest import run_snakemake
 
-    from hmf.training.bags import read_split
+    from hmf.data.splits import read_split
 
     workdir = tmp_path / "wf"
     shutil.copytree(tiny_run, workdir, symlinks=True)

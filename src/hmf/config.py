@@ -7,8 +7,8 @@ validator (Draft 2020-12, the same default-filling approach). Values of keys mar
 secret itself) are never echoed in errors.
 
 :func:`check_model_params` checks ``models.slide_params`` / ``models.patient_params`` against
-the keys each model accepts, read from the model registry and the models' constructors
-without importing torch (so ``snakemake -n`` stays fast).
+the keys each model accepts, read from the model names and recipes and the models'
+constructors without importing torch (so ``snakemake -n`` stays fast).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _assigned(tree: ast.Module, name: str) -> ast.expr:
             targets = [node.target] if isinstance(node, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value is not None:
             return node.value
-    raise LookupError(f"no assignment to {name}")
+    raise LookupError(f"no assignment to {name} in hmf/models")
 
 
 def _init_params(module: str, class_name: str) -> frozenset[str] | None:
@@ -156,79 +156,33 @@ def _init_params(module: str, class_name: str) -> frozenset[str] | None:
     raise LookupError(f"no {class_name}.__init__ in hmf/models/{module}.py")
 
 
-def _accepted_from_source() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
-    """What :func:`accepted_model_params` returns, read from the sources with ``ast``."""
-    registry = _module_tree("registry")
-    imported = {
-        alias.asname or alias.name: f"{node.module.rsplit('.', 1)[-1]}.{alias.name}"
-        for node in registry.body
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hmf.models.")
-        for alias in node.names
-    }
-    recipe = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_recipe")
-    returned = next(n.value for n in ast.walk(recipe) if isinstance(n, ast.Return))
-    recipe_keys = frozenset(ast.literal_eval(k) for k in returned.keys)
-    model_kwargs = next(n for n in registry.body if isinstance(n, ast.FunctionDef) and n.name == "_model_kwargs")
-    excluded = next(
-        ast.literal_eval(n)
-        for n in ast.walk(model_kwargs)
-        if isinstance(n, ast.Set) and any(getattr(e, "value", None) == "self" for e in n.elts)
-    )
+@functools.lru_cache(maxsize=1)
+def accepted_model_params() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
+    """``{level: {model: {"recipe": keys, "model": keys | None, "optimizer": keys, "scheduler": keys}}}``
+    for every trained model.
+
+    The names and classes come from ``hmf.models.names``, the recipe keys from the recipes of
+    ``hmf.models.registry`` (neither imports torch); the ``model`` keys are the parameters of
+    the model's constructor (None when it takes ``**kwargs``) and the optimiser and scheduler
+    keys are those of ``hmf/models/optim.py``, both read as source, so that no torch import is
+    needed at parse time.
+    """
+    from hmf.models.names import LEVELS, model_info, model_names
+    from hmf.models.registry import DATA_ARGS, training_defaults
+
     optim = _module_tree("optim")
     sections = {key: frozenset(ast.literal_eval(_assigned(optim, const))) for key, const in _SECTION_KEYS.items()}
-    accepted = {}
-    for level, table in (("slide", "_SLIDE_CLASSES"), ("patient", "_PATIENT_CLASSES")):
-        # The name -> class table is a dict display (with comprehensions): evaluate it with
-        # each imported class standing for its "module.Class" name.
-        classes = eval(
-            compile(ast.Expression(_assigned(registry, table)), "registry", "eval"),  # noqa: S307
-            {"__builtins__": {}, **imported},
-        )
+    accepted: dict[str, dict[str, dict[str, frozenset[str] | None]]] = {}
+    for level in LEVELS:
         accepted[level] = {}
-        for name, where in classes.items():
-            params = _init_params(*where.split("."))
+        for name in model_names(level, trained=True):
+            params = _init_params(*model_info(level, name).implementation.rsplit(".", 1))
             accepted[level][name] = {
-                "recipe": recipe_keys,
-                "model": None if params is None else params - excluded,
+                "recipe": frozenset(training_defaults(name, level)),
+                "model": None if params is None else params - {"self"} - DATA_ARGS,
                 **sections,
             }
     return accepted
-
-
-@functools.lru_cache(maxsize=1)
-def accepted_model_params() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
-    """``{level: {model: {"recipe": keys, "model": keys | None, "optimizer": keys, "scheduler": keys}}}``.
-
-    Read from ``hmf/models/registry.py`` (model names, recipe keys), the models' constructors
-    (``model`` keys; None when a constructor takes ``**kwargs``) and ``hmf/models/optim.py``,
-    as source, so that no torch import is needed at parse time. Should the registry's layout
-    change beyond what this reads, the registry is imported instead.
-    """
-    try:
-        return _accepted_from_source()
-    except (LookupError, StopIteration, ValueError, SyntaxError, TypeError, NameError, AttributeError, OSError):
-        return _accepted_from_registry()
-
-
-def _accepted_from_registry() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
-    import inspect
-
-    from hmf.models import optim, registry
-
-    def params(cls) -> frozenset[str] | None:
-        signature = inspect.signature(cls.__init__).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-            return None
-        return frozenset(signature) - {"self", "in_dim", "emb_dim", "n_classes", "text_dim"}
-
-    sections = {"optimizer": frozenset(optim.OPTIMIZER_KEYS), "scheduler": frozenset(optim.SCHEDULER_KEYS)}
-    return {
-        level: {
-            name: {"recipe": frozenset(registry.training_defaults(name, level)), "model": params(cls), **sections}
-            for name, cls in classes.items()
-        }
-        for level, classes in (("slide", registry._SLIDE_CLASSES), ("patient", registry._PATIENT_CLASSES))
-    }
 
 
 def check_model_params(config: dict) -> None:

@@ -28,10 +28,17 @@ children made by ``fork`` (DataLoader workers), so only the claiming process hol
 ``HMF_FAKE_GPUS=N`` pretends ``N`` cards are installed (device strings ``cuda:i`` are handed
 out, but CUDA is not touched; :attr:`DeviceClaim.compute_device` is then the CPU): it lets
 the scheduling logic be tested on machines without a GPU.
+
+What a device can compute in is asked here too: :func:`bf16_unsupported` says whether a CPU
+(its ``/proc/cpuinfo`` flags) or a CUDA card runs bfloat16 natively, for the feature
+extraction's ``features.precision`` (:func:`resolve_precision`, :func:`autocast_for`) and the
+training's ``training.bf16``. Torch is imported only by the functions that need it, so the
+workflow can read this module when it parses the rules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -43,6 +50,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hmf.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,9 @@ LOCK_DIR_ENV = "HMF_GPU_LOCK_DIR"
 VOCABULARY = "auto, cpu, cuda or cuda:<index>"
 _PREFERENCE = re.compile(r"^(auto|cpu|cuda(?::(\d+))?)$")
 POLL_INTERVAL_S = 0.5
+# /proc/cpuinfo flags of the instructions oneDNN's bf16 kernels run on (x86: AVX512_BF16 and
+# AMX; Arm: the BF16 extension). Without them, bf16 is emulated and slower than fp32.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 class DeviceError(RuntimeError):
@@ -389,3 +405,94 @@ def claim_device(
             log.info("all GPUs (%s) are taken; waiting for one to be released", names)
             waiting_logged = True
         time.sleep(POLL_INTERVAL_S if timeout_s is None else max(0.0, min(POLL_INTERVAL_S, timeout_s - waited)))
+
+
+def _named(key: str | None, preference: str, err: Exception) -> Exception:
+    """``err`` as a :class:`ConfigError` naming the config key, when there is one."""
+    return ConfigError(f"{key}={preference}: {err}") if key else err
+
+
+def resolve_device(preference: str, key: str | None = None) -> torch.device:
+    """The torch device a preference names, unclaimed (benchmarks and interactive use; jobs use
+    :func:`claimed_device`); with ``key``, an unknown or missing device is a ConfigError naming it."""
+    import torch
+
+    try:
+        return torch.device(unclaimed_device(preference))
+    except (ValueError, RuntimeError) as err:
+        raise _named(key, preference, err) from None
+
+
+@contextlib.contextmanager
+def claimed_device(preference: str, gpus: int | None = None, key: str | None = None):
+    """The torch device to compute on, claimed with :func:`claim_device` (the card's lock is
+    held while the block runs; a simulated card computes on the CPU). ``gpus``: the GPUs the
+    job asked Snakemake for; with ``key``, a device that cannot be had is a ConfigError naming it."""
+    import torch
+
+    try:
+        claim = claim_device(preference, gpus=gpus)
+    except (ValueError, RuntimeError) as err:
+        raise _named(key, preference, err) from None
+    with claim:
+        yield torch.device(claim.compute_device)
+
+
+# -- bfloat16 --------------------------------------------------------------------------------
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU (``/proc/cpuinfo``); empty where the file does not exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name.strip().lower() in ("flags", "features"):  # x86 | Arm
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_unsupported(device: torch.device) -> str | None:
+    """Why ``device`` cannot run bf16 natively, or None when it can."""
+    import torch
+
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        return f"CUDA device {device} ({torch.cuda.get_device_name(device)}) has no native bf16"
+    if device.type == "cpu":
+        if set(CPU_BF16_FLAGS) & cpu_flags():
+            return None
+        return (
+            "this CPU has no bf16 instructions (none of the /proc/cpuinfo flags "
+            f"{', '.join(CPU_BF16_FLAGS)}); torch's CPU capability is "
+            f"{torch.backends.cpu.get_cpu_capability()}"
+        )
+    return f"device {device} is not a CPU or a CUDA device"
+
+
+def resolve_precision(requested: str, device: torch.device, key: str = "features.precision") -> str:
+    """``fp32`` or ``bf16`` for a requested ``fp32``, ``bf16`` or ``auto`` on ``device``: ``auto``
+    takes bf16 where the hardware runs it natively; an explicit ``bf16`` where it does not is a
+    ConfigError naming ``key``."""
+    if requested == "fp32":
+        return "fp32"
+    if requested not in ("bf16", "auto"):
+        raise ValueError(f"{key}={requested!r}: not fp32, bf16 or auto")
+    reason = bf16_unsupported(device)
+    if requested == "auto":
+        return "fp32" if reason else "bf16"
+    if reason:
+        raise ConfigError(f"{key}=bf16: {reason}. Use fp32, or auto to take bf16 only where the hardware has it")
+    return "bf16"
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The context a model runs under in ``precision``: bfloat16 autocast for ``bf16``, none for ``fp32``."""
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

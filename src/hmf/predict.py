@@ -12,22 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hmf.atomic import atomic_path, write_csv
+from hmf.atomic import write_csv
 from hmf.data.sample_sheet import SAFE_NAME, SampleSheetError, load_generic, read_sample_sheet, write_sample_sheet
-from hmf.evaluation.predictions import prob_columns
+from hmf.evaluation.predictions import read_predicted_labels, write_ensemble_predictions, write_fold_predictions
+from hmf.models.names import model_info
 from hmf.tasks import CAMELYON17_PATIENT, Task, pn_stage
+from hmf.training.slide_embeddings import read_slide_embeddings, write_slide_embeddings
 
 log = logging.getLogger(__name__)
 
 CAMELYON_PATIENT_ID = re.compile(r"^patient_\d+$")
-STD_PREFIX = "std_"
 
 
 # -- the sheet of new slides --------------------------------------------------------------------
@@ -72,33 +73,10 @@ def load_predict_sheet(
 # -- slide models --------------------------------------------------------------------------------
 
 
-def _ensemble_frame(ids, probs: np.ndarray, classes: Sequence[str], extra: dict | None = None) -> pd.DataFrame:
-    """Mean over folds (axis 0 of ``probs``: (K, n, C)), its arg-max and the std over folds."""
-    mean = probs.mean(axis=0)
-    frame = pd.DataFrame({"id": list(ids), **(extra or {}), "pred_label": [classes[i] for i in mean.argmax(axis=1)]})
-    for column, values in zip(prob_columns(classes), mean.T):
-        frame[column] = values
-    std = probs.std(axis=0, ddof=1) if probs.shape[0] > 1 else np.full_like(mean, np.nan)
-    for c, values in zip(classes, std.T):
-        frame[f"{STD_PREFIX}{c}"] = values
-    frame["folds"] = probs.shape[0]
-    return frame
-
-
-def _fold_frame(ids, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    rows = []
-    for k, fold in enumerate(probs):
-        part = pd.DataFrame({"id": list(ids), "fold": k, "pred_label": [classes[i] for i in fold.argmax(axis=1)]})
-        for column, values in zip(prob_columns(classes), fold.T):
-            part[column] = values
-        rows.append(part)
-    return pd.concat(rows, ignore_index=True)
-
-
 def predict_slides(
     task: Task,
     sheet_csv,
-    features_dir,
+    feature_files: Mapping[str, str | os.PathLike],
     checkpoints: Sequence[str | os.PathLike],
     out_predictions,
     out_folds,
@@ -108,38 +86,39 @@ def predict_slides(
 ) -> pd.DataFrame:
     """Slide predictions of the K fold checkpoints of one slide model for the new slides.
 
-    Writes the ensemble (``out_predictions``: id, patient_id, pred_label, prob_*, std_*, folds),
-    the per-fold probabilities (``out_folds``) and every fold's slide embeddings
-    (``out_embeddings``: slide_ids, embeddings (K, S, E), probs (K, S, C)) for the patient models.
-    Slides without patches get no row (logged).
+    ``feature_files``: slide id -> its ``.h5``/``.pt`` feature file (the job's inputs), for
+    every slide of the sheet. Writes the ensemble (``out_predictions``: id, patient_id,
+    pred_label, prob_*, std_*, folds), the per-fold probabilities (``out_folds``) and every
+    fold's slide embeddings (``out_embeddings``: slide_ids, embeddings (K, S, E), probs (K, S, C))
+    for the patient models. Slides without patches get no row (logged).
     """
-    from hmf.features.io import feature_file, read_features
-    from hmf.report.heatmaps import load_slide_checkpoint
-    from hmf.training import standardise
+    from hmf.features.io import FeatureFileError, read_features
+    from hmf.training.checkpoints import load_slide_model
     from hmf.training.slide import load_text_inputs
 
     sheet = read_sample_sheet(sheet_csv)
+    missing = [s for s in sheet["slide_id"] if s not in feature_files]
+    if missing:
+        raise FeatureFileError(f"slide {missing[0]}: no feature file among the job's inputs ({len(missing)} slides)")
     classes = list(task.classes("slide"))
     slides, fold_probs, fold_embeddings = [], [], []
     dev = torch.device(device)
     for k, checkpoint in enumerate(checkpoints):
-        model, ckpt = load_slide_checkpoint(checkpoint)
-        if list(ckpt["classes"]) != classes:
-            raise ValueError(f"{checkpoint}: classes {ckpt['classes']} differ from the task's {classes}")
+        model, ckpt = load_slide_model(checkpoint, classes)
         model.to(dev)
         text = None
         if model.requires_text:
             if text_bank is None:
-                raise ValueError(f"{checkpoint}: model {ckpt['model']} needs the text bank")
+                raise ValueError(f"{checkpoint}: model {ckpt.model} needs the text bank")
             text = load_text_inputs(text_bank, tuple(classes))[0].to(dev)
         probs, embeddings, ids = [], [], []
         for row in sheet.itertuples():
-            features, coords = read_features(feature_file(features_dir, row.slide_id))
+            features, coords = read_features(feature_files[row.slide_id])
             if features.shape[0] == 0:
                 if k == 0:
                     log.warning("slide %s: no patches (no tissue found): no prediction", row.slide_id)
                 continue
-            inputs = {"features": standardise.from_checkpoint(features.float(), ckpt).to(dev)}
+            inputs = {"features": ckpt.standardise(features.float()).to(dev)}
             if model.needs_coords:
                 inputs["coords"] = torch.as_tensor(coords, dtype=torch.long, device=dev)
             if text is not None:
@@ -155,19 +134,11 @@ def predict_slides(
         log.info("fold %d (%s): %d slides predicted", k, checkpoint, len(ids))
     probs = np.stack(fold_probs)  # (K, S, C)
     patient_of = dict(zip(sheet["slide_id"], sheet["patient_id"]))
-    frame = _ensemble_frame(slides, probs, classes, {"patient_id": [patient_of[s] for s in slides]})
-    write_csv(out_predictions, frame)
-    write_csv(out_folds, _fold_frame(slides, probs, classes))
-    with atomic_path(out_embeddings) as tmp:
-        torch.save(
-            {
-                "slide_ids": list(slides),
-                "embeddings": torch.from_numpy(np.stack(fold_embeddings)).float(),
-                "probs": torch.from_numpy(probs).float(),
-                "classes": classes,
-            },
-            tmp,
-        )
+    frame = write_ensemble_predictions(
+        slides, probs, classes, out_predictions, extra={"patient_id": [patient_of[s] for s in slides]}
+    )
+    write_fold_predictions(slides, probs, classes, out_folds)
+    write_slide_embeddings(out_embeddings, slides, np.stack(fold_embeddings), probs, classes)
     return frame
 
 
@@ -204,16 +175,16 @@ def predict_patients(
     embeddings (or predicted slide labels / probabilities for ``pn_rule`` / ``mean_prob``) of
     the same fold; the ensemble is the mean over folds, with its std and the per-fold rows."""
     sheet = read_sample_sheet(sheet_csv)
-    saved = torch.load(slide_embeddings, map_location="cpu", weights_only=True)
-    slide_ids = list(saved["slide_ids"])
+    saved = read_slide_embeddings(slide_embeddings)
+    slide_ids = saved.slide_ids
     classes = list(task.classes("patient"))
     slide_classes = list(task.classes("slide"))
-    n_folds = saved["probs"].shape[0]
+    n_folds = saved.probs.shape[0]
     fold_probs = []
     patients: list[str] = []
     for k in range(n_folds):
-        if method in ("pn_rule", "mean_prob"):
-            per_slide = saved["probs"][k].numpy()
+        if not model_info("patient", method).trained:
+            per_slide = saved.probs[k].numpy()
             by_patient = _patient_slides(sheet, slide_ids)
             patients = sorted(by_patient)
             rows = []
@@ -226,15 +197,11 @@ def predict_patients(
                     rows.append(per_slide[rows_of].mean(axis=0))
             fold_probs.append(np.array(rows).reshape(len(patients), len(classes)))
             continue
-        from hmf.models import build_patient_model
+        from hmf.training.checkpoints import load_patient_model
 
-        ckpt = torch.load(checkpoints[k], map_location="cpu", weights_only=True)
-        if list(ckpt["classes"]) != classes:
-            raise ValueError(f"{checkpoints[k]}: classes {ckpt['classes']} differ from the task's {classes}")
-        model = build_patient_model(ckpt["model"], int(ckpt["emb_dim"]), len(classes), ckpt["params"]["model"])
-        model.load_state_dict(ckpt["state_dict"])
-        model.eval().to(torch.device(device))
-        items = _patient_inputs(sheet, slide_ids, saved["embeddings"][k].float())
+        model, _ = load_patient_model(checkpoints[k], classes)
+        model.to(torch.device(device))
+        items = _patient_inputs(sheet, slide_ids, saved.embeddings[k].float())
         patients = sorted(items)
         rows = []
         with torch.inference_mode():
@@ -242,12 +209,11 @@ def predict_patients(
                 out = model(**{key: v.to(device) for key, v in items[patient].items()})
                 rows.append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
         fold_probs.append(np.array(rows).reshape(len(patients), len(classes)))
-    if method not in ("pn_rule", "mean_prob") and len(checkpoints) != n_folds:
+    if model_info("patient", method).trained and len(checkpoints) != n_folds:
         raise ValueError(f"{len(checkpoints)} patient checkpoints but slide embeddings of {n_folds} folds")
     probs = np.stack(fold_probs)
-    frame = _ensemble_frame(patients, probs, classes)
-    write_csv(out_predictions, frame)
-    write_csv(out_folds, _fold_frame(patients, probs, classes))
+    frame = write_ensemble_predictions(patients, probs, classes, out_predictions)
+    write_fold_predictions(patients, probs, classes, out_folds)
     return frame
 
 
@@ -271,12 +237,8 @@ def camelyon17_submission(sheet_csv, patient_predictions, slide_predictions, out
     none of whose slides has patches ``pN0``, both with a warning in the log.
     """
     sheet = read_sample_sheet(sheet_csv)
-    patients = pd.read_csv(patient_predictions, dtype={"id": str}, keep_default_na=False, na_values=[""]).set_index(
-        "id"
-    )["pred_label"]
-    slides = pd.read_csv(slide_predictions, dtype={"id": str}, keep_default_na=False, na_values=[""]).set_index("id")[
-        "pred_label"
-    ]
+    patients = read_predicted_labels(patient_predictions)
+    slides = read_predicted_labels(slide_predictions)
     rows = []
     for patient, group in sheet.groupby("patient_id", sort=True):
         if not CAMELYON_PATIENT_ID.match(patient):

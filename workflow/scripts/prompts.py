@@ -4,13 +4,14 @@ import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
 from hmf.logs import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
 from hmf.text.prompts import make_prompts  # noqa: E402
+from hmf.text.settings import text_settings  # noqa: E402
 
 make_prompts(
     snakemake.output[0],
     snakemake.wildcards.labelset,
-    snakemake.params.classes,  # noqa: F821
-    snakemake.config.get("text"),
-)  # noqa: F821
+    snakemake.params.classes,
+    text_settings(snakemake.params.text),
+)

@@ -2,18 +2,18 @@ import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
 from hmf.logs import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
 from hmf.report.qc import ReviewSettings, write_review  # noqa: E402
 
 write_review(
     snakemake.input.summary,
     list(snakemake.input.masks),
-    list(snakemake.input.stitches),  # noqa: F821
+    list(snakemake.input.stitches),
     list(snakemake.input.features),
     snakemake.output.table,
-    snakemake.output.html,  # noqa: F821
+    snakemake.output.html,
     snakemake.output.pictures,
-    ReviewSettings.from_config(snakemake.params.report),  # noqa: F821
+    ReviewSettings.from_config(snakemake.params.report),
     title=snakemake.params.title,
-)  # noqa: F821
+)

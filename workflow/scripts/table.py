@@ -1,20 +1,13 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.evaluation.tables import write_level_table
+from hmf.evaluation.tables import paths_by_model, write_level_table
 from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 models, folds = snakemake.params.models, snakemake.params.folds
-
-
-def by_model(paths):
-    paths = list(paths)
-    return {model: paths[i * len(folds) : (i + 1) * len(folds)] for i, model in enumerate(models)}
-
-
 write_level_table(
-    by_model(snakemake.input.metrics),
-    by_model(snakemake.input.predictions),
+    paths_by_model(snakemake.input.metrics, models, folds),
+    paths_by_model(snakemake.input.predictions, models, folds),
     snakemake.input.sheet,
     snakemake.wildcards.level,
     snakemake.params.classes,

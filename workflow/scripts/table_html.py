@@ -2,7 +2,7 @@ import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
 from hmf.logs import setup_logging
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_logging(snakemake.log[0])
 
 from hmf.report.tables import write_table_html  # noqa: E402
 

@@ -1,21 +1,14 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.logs import progress_stream, setup_logging
+from hmf.training.jobs import model_job
 
-setup_logging(snakemake.log[0])  # noqa: F821
+with model_job(snakemake) as job:
+    from hmf.training.patient import train_patient_fold
 
-import torch  # noqa: E402
-
-from hmf.devices import claim_device  # noqa: E402
-from hmf.tasks import get_task  # noqa: E402
-from hmf.training.patient import train_patient_fold  # noqa: E402
-
-torch.set_num_threads(snakemake.threads)
-out = snakemake.output
-with claim_device(snakemake.params.training["device"], gpus=snakemake.resources.get("gpu", 0)) as claim:
+    out = snakemake.output
     train_patient_fold(
         snakemake.wildcards.model,
-        get_task(snakemake.params.task, snakemake.params.classes),
+        job.task,
         sheet_csv=snakemake.input.sheet,
         split_csv=snakemake.input.split,
         embeddings=snakemake.input.embeddings,
@@ -23,7 +16,7 @@ with claim_device(snakemake.params.training["device"], gpus=snakemake.resources.
         train_log=out.train_log,
         predictions=out.predictions,
         overrides=snakemake.params.overrides,
-        training=snakemake.params.training,
-        device=claim.compute_device,
-        progress_file=progress_stream(snakemake.log[0]),
+        training=job.training,
+        device=job.device,
+        progress_file=job.progress_file,
     )

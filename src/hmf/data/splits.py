@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 
 SPLIT_VALUES = ("train", "val", "test")
 _FOLD_FILE = re.compile(r"^fold_(\d+)\.csv$")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The ``splits:`` section of the config (defaults and ranges: config/schema/splits.schema.yaml)."""
+
+    k: int
+    val_fraction: float
+    seed: int
+    files: tuple[str, ...] | str | None  # the user's split files (a folder or a list), or None to make them
 
 
 def patient_table(frame: pd.DataFrame, source: str = "patient table") -> pd.DataFrame:
@@ -133,6 +144,32 @@ def write_splits(folds: list[pd.DataFrame], out_dir: str | os.PathLike) -> list[
     return paths
 
 
+def _read_split_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A split file's ``patient_id`` and ``split`` columns as strings, as written."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"split file {path}: not a readable CSV ({exc})") from exc
+    missing_cols = [c for c in ("patient_id", "split") if c not in frame.columns]
+    if missing_cols:
+        raise ValueError(f"split file {path}: missing column(s) {missing_cols}; expected patient_id,split")
+    return frame[["patient_id", "split"]].copy()
+
+
+def _check_split_values(fold: pd.DataFrame, path) -> None:
+    bad = sorted(set(fold["split"]) - set(SPLIT_VALUES))
+    if bad:
+        raise ValueError(f"split file {path}: unknown split value(s) {bad}; allowed {list(SPLIT_VALUES)}")
+
+
+def read_split(path: str | os.PathLike) -> dict[str, str]:
+    """patient_id -> split ('train', 'val' or 'test') from a fold's split file (written by
+    :func:`write_splits`, or an inner split of cross-fitting)."""
+    fold = _read_split_csv(path)
+    _check_split_values(fold, path)
+    return dict(zip(fold["patient_id"], fold["split"]))
+
+
 def split_files(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Resolve a folder of ``fold_<k>.csv`` files (ordered by k) or an explicit list of files."""
     if isinstance(paths_or_dir, (str, os.PathLike)):
@@ -170,19 +207,10 @@ def load_splits(paths_or_dir, patients: pd.DataFrame) -> list[pd.DataFrame]:
     known = set(table["patient_id"])
     folds = []
     for path in split_files(paths_or_dir):
-        try:
-            fold = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ValueError(f"split file {path}: not a readable CSV ({exc})") from exc
-        missing_cols = [c for c in ("patient_id", "split") if c not in fold.columns]
-        if missing_cols:
-            raise ValueError(f"split file {path}: missing column(s) {missing_cols}; expected patient_id,split")
-        fold = fold[["patient_id", "split"]].copy()
+        fold = _read_split_csv(path)
         fold["patient_id"] = fold["patient_id"].str.strip()
         fold["split"] = fold["split"].str.strip().str.lower()
-        bad = sorted(set(fold["split"]) - set(SPLIT_VALUES))
-        if bad:
-            raise ValueError(f"split file {path}: unknown split value(s) {bad}; allowed {list(SPLIT_VALUES)}")
+        _check_split_values(fold, path)
         dup = sorted(fold.loc[fold["patient_id"].duplicated(), "patient_id"].unique())
         if dup:
             raise ValueError(f"split file {path}: patient(s) listed more than once: {_preview(dup)}")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from hmf.atomic import write_csv
-from hmf.demo.plan import SlidePlan, plan_from_config
+from hmf.demo.plan import demo_settings, plan_cohort
+from hmf.demo.slide_plan import SlidePlan
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def patient_labels_table(plans: list[SlidePlan]) -> pd.DataFrame:
 
 def write_labels(demo_cfg: dict, path: str | Path) -> pd.DataFrame:
     """Write the label file of the cohort in ``demo_cfg`` (the ``demo:`` config section) to ``path``."""
-    plans = plan_from_config(demo_cfg)
-    table = stage_labels_table(plans) if demo_cfg["kind"] == "camelyon17" else patient_labels_table(plans)
+    settings = demo_settings(demo_cfg)
+    plans = plan_cohort(settings)
+    table = stage_labels_table(plans) if settings.kind == "camelyon17" else patient_labels_table(plans)
     write_csv(path, table)
-    log.info("%s: %d rows for %d slides (%s)", path, len(table), len(plans), demo_cfg["kind"])
+    log.info("%s: %d rows for %d slides (%s)", path, len(table), len(plans), settings.kind)
     return table

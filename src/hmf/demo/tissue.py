@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from hmf.demo.geometry import Blob
-from hmf.demo.plan import SlidePlan
+from hmf.demo.slide_plan import SlidePlan
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 import tifffile
 
 from hmf.atomic import atomic_path
-from hmf.demo.plan import SlidePlan, find_slide, plan_from_config
+from hmf.demo.slide_plan import SlidePlan
 from hmf.demo.tissue import Rendered, render_slide
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,3 @@ def write_slide(plan: SlidePlan, path: str | Path, aperio_path: str | Path, tumo
         time.perf_counter() - start,
     )
     return rendered
-
-
-def write_demo_slide(
-    slide_id: str, demo_cfg: dict, path: str | Path, aperio_path: str | Path, tumour_path: str | Path
-) -> Rendered:
-    """Plan the cohort of ``demo_cfg`` (the ``demo:`` config section) and write its slide ``slide_id``."""
-    return write_slide(find_slide(plan_from_config(demo_cfg), slide_id), path, aperio_path, tumour_path)

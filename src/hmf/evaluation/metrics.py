@@ -33,16 +33,6 @@ from hmf.evaluation.predictions import label_indices, probabilities, read_predic
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "f1_weighted",
-    "auc",
-    "kappa_quadratic",
-)
 # Why a fold's expected test ids may have no prediction, per level.
 LEFT_OUT_REASON = {
     "slide": "test slides without patches (no tissue found): no prediction",
@@ -64,7 +54,8 @@ def scores(
     ordinal: bool,
     weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every metric of ``METRIC_KEYS`` for each row of ``weights``; NaN where undefined.
+    """Every metric (accuracy, balanced accuracy, macro precision, recall and F1, weighted F1,
+    AUC, quadratic kappa) for each row of ``weights``; NaN where undefined.
 
     ``weights`` is (B, n): row b counts prediction i ``weights[b, i]`` times (a bootstrap
     resample); None scores the predictions once (B = 1). Vectorised over B through the
@@ -190,7 +181,7 @@ def expected_test_ids(sheet_csv: str | os.PathLike, split_csv: str | os.PathLike
     """The ids a fold's predictions file should hold: the slides (level ``slide``) or the
     patients (level ``patient``) of the fold's test part."""
     from hmf.data.sample_sheet import read_sample_sheet
-    from hmf.training.bags import read_split
+    from hmf.data.splits import read_split
 
     sheet = read_sample_sheet(sheet_csv)
     split = read_split(split_csv)

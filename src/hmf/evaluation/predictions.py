@@ -1,8 +1,14 @@
-"""The predictions file: the only thing evaluation reads from a trained model.
+"""The predictions files: written and read here only.
 
-``predictions.csv`` has columns ``id, true_label, pred_label, prob_<class>...`` (one
-probability column per class, in the task's class order), one row per slide or patient,
-sorted by id. Models without probabilities (the pN rule) write a one-hot row.
+``predictions.csv`` of a trained fold model, the only thing evaluation reads from it, has
+columns ``id, true_label, pred_label, prob_<class>...`` (one probability column per class, in
+the task's class order), one row per slide or patient, sorted by id. Models without
+probabilities (the pN rule) write a one-hot row.
+
+The predict target's files for new, unlabelled patients have no ``true_label``: the ensemble
+(``id``, optional columns such as ``patient_id``, ``pred_label``, ``prob_<class>...`` (the
+mean over the K fold models), ``std_<class>...`` (their spread), ``folds``) and the per-fold
+rows (``id, fold, pred_label, prob_<class>...``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import pandas as pd
 from hmf.atomic import write_csv
 
 PROB_PREFIX = "prob_"
+STD_PREFIX = "std_"
 SUM_TOLERANCE = 1e-3  # probabilities written from float32 softmax sum to 1 within rounding
 
 
@@ -88,6 +95,51 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str]) -> pd.Data
             )
     _check_probabilities(frame, classes, path)
     return frame[expected].sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def write_ensemble_predictions(
+    ids, probs: np.ndarray, classes: Sequence[str], path: str | os.PathLike, extra: dict | None = None
+) -> pd.DataFrame:
+    """The predict target's ensemble file from the fold models' probabilities ``probs`` (K, n, C):
+    their mean, its arg-max and their standard deviation over the folds (NaN for one fold).
+    ``extra`` columns (name -> one value per id) follow ``id``. Returns the frame written."""
+    mean = probs.mean(axis=0)
+    frame = pd.DataFrame({"id": list(ids), **(extra or {}), "pred_label": [classes[i] for i in mean.argmax(axis=1)]})
+    for column, values in zip(prob_columns(classes), mean.T):
+        frame[column] = values
+    std = probs.std(axis=0, ddof=1) if probs.shape[0] > 1 else np.full_like(mean, np.nan)
+    for c, values in zip(classes, std.T):
+        frame[f"{STD_PREFIX}{c}"] = values
+    frame["folds"] = probs.shape[0]
+    write_csv(path, frame)
+    return frame
+
+
+def write_fold_predictions(ids, probs: np.ndarray, classes: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
+    """The predict target's per-fold file: one row per fold model and id. Returns the frame written."""
+    rows = []
+    for k, fold in enumerate(probs):
+        part = pd.DataFrame({"id": list(ids), "fold": k, "pred_label": [classes[i] for i in fold.argmax(axis=1)]})
+        for column, values in zip(prob_columns(classes), fold.T):
+            part[column] = values
+        rows.append(part)
+    frame = pd.concat(rows, ignore_index=True)
+    write_csv(path, frame)
+    return frame
+
+
+def read_predicted_labels(path: str | os.PathLike) -> pd.Series:
+    """id -> ``pred_label`` of a predictions file (either kind)."""
+    try:
+        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"predictions file not found: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"predictions file {path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in ("id", "pred_label") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"predictions file {path}: missing column(s) {missing}")
+    return frame.set_index("id")["pred_label"]
 
 
 def label_indices(frame: pd.DataFrame, column: str, classes: Sequence[str]) -> np.ndarray:

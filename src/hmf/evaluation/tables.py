@@ -410,6 +410,17 @@ def level_frames(
 LEVEL_NOUN = {"slide": "slides", "patient": "patients"}
 
 
+def paths_by_model(paths: Sequence, models: Sequence[str], folds: Sequence) -> dict[str, list]:
+    """Model -> its per-fold files, from one flat list that holds them model by model, then fold
+    by fold (the order the workflow's rules give a level's metrics and predictions files in)."""
+    paths = list(paths)
+    if len(paths) != len(models) * len(folds):
+        raise ValueError(
+            f"{len(paths)} files for {len(models)} models x {len(folds)} folds: expected one per model and fold"
+        )
+    return {model: paths[i * len(folds) : (i + 1) * len(folds)] for i, model in enumerate(models)}
+
+
 def write_level_table(
     metrics_paths,
     predictions_paths,

@@ -1,2 +1,4 @@
-"""Patch features: encoders (registry: resnet50_trunc, timm:<arch>), extract (one slide's
-feature files), io (read_features for our files and CLAM's)."""
+"""Patch features: settings (the ``features:`` section, typed), encoders (registry:
+resnet50_trunc, timm:<arch>), engine (a slide's patches through the encoder), extract (one
+slide's job), io (the feature files: paths, writer, readers for ours and CLAM's), threads (a
+job's threads)."""

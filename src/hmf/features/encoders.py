@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from hmf.features.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +32,6 @@ RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"  # torchvision ResNet50_Weights
 
 class EncoderError(RuntimeError):
     """An encoder cannot be built: unknown name, missing weights or package, bad checkpoint."""
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """The ``features:`` keys that decide which network computes the features."""
-
-    encoder: str = "resnet50_trunc"
-    weights: str = "imagenet"  # imagenet | random | path to a state dict
-    checkpoint: str | None = None  # path to a state dict; takes precedence over weights
-    allow_download: bool = False
-    seed: int = 0  # for weights: random
-    input_size: int | None = None  # None: the encoder's own (224 for resnet50_trunc)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    model_kwargs: dict = field(default_factory=dict)  # timm.create_model keyword arguments
-
-    @property
-    def weights_source(self) -> str:
-        return self.checkpoint if self.checkpoint else self.weights
 
 
 @dataclass

@@ -1,20 +1,102 @@
-"""Reading patch features from our files or CLAM's (``h5_files/*.h5`` or ``pt_files/*.pt``)."""
+"""The feature files of a slide, in CLAM's layout: where they are (:func:`feature_paths`), how
+they are written (:func:`write_feature_files`) and read, ours and CLAM's or TRIDENT's
+(:func:`read_features`, :func:`describe`, :func:`check_feature_folder`).
+
+A folder of features holds ``h5_files/<slide>.h5`` (``features`` (N, D) float32, ``coords``
+(N, 2) level-0 px, and attributes: encoder, weights, dim, input_size, slide_id, patch_level,
+patch_size, precision), ``pt_files/<slide>.pt`` (the features tensor alone, as CLAM writes it)
+and, when this workflow wrote them, ``stats/<slide>.json`` (the extraction's figures).
+
+Torch is imported by the functions that need it: the workflow reads the paths when it parses
+the rules.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
+
+from hmf.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from hmf.features.encoders import Encoder
+
+H5_DIR, PT_DIR, STATS_DIR = "h5_files", "pt_files", "stats"
 
 
 class FeatureFileError(ValueError):
     """A feature file is missing or does not hold an (N, D) feature matrix."""
 
 
+class FeaturePaths(NamedTuple):
+    """One slide's files in a features folder: its h5 and pt feature files and its extraction stats."""
+
+    h5: str
+    pt: str
+    stats: str
+
+
+def feature_paths(folder: str | os.PathLike, slide_id: str) -> FeaturePaths:
+    """Where the files of ``slide_id`` are in ``folder`` (CLAM's layout), as ``folder/...``
+    strings; ``slide_id`` may be a Snakemake wildcard such as ``{slide}``."""
+    return FeaturePaths(
+        f"{folder}/{H5_DIR}/{slide_id}.h5", f"{folder}/{PT_DIR}/{slide_id}.pt", f"{folder}/{STATS_DIR}/{slide_id}.json"
+    )
+
+
+def write_feature_files(
+    out_h5: str | os.PathLike,
+    out_pt: str | os.PathLike,
+    features: torch.Tensor,
+    coords: np.ndarray,
+    coords_attrs: dict,
+    encoder: Encoder,
+    extra_attrs: dict,
+) -> None:
+    """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features).
+
+    Both are written from ``features`` itself (float32, contiguous, a whole storage), without a
+    second copy: h5py writes straight from the array's memory and ``torch.save`` from the
+    tensor's storage. The ``.pt`` keeps CLAM's layout: the features tensor alone. Each file is
+    written under a temporary name and renamed when complete (:func:`hmf.atomic.atomic_path`).
+    """
+    import h5py
+    import torch
+
+    if (
+        features.dtype != torch.float32
+        or not features.is_contiguous()
+        or features.storage_offset() != 0
+        or features.untyped_storage().nbytes() != features.numel() * 4
+    ):
+        # Never the case for encode_patches' output; a view would make torch.save write its whole storage.
+        features = features.to(torch.float32).contiguous().clone()
+    with atomic_path(out_h5) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("features", data=features.numpy())
+            dset = fh.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
+            for key, value in coords_attrs.items():
+                if key != "seconds":  # keeps the file a pure function of its inputs
+                    dset.attrs[key] = value
+            fh.attrs["encoder"] = encoder.name
+            fh.attrs["weights"] = encoder.weights
+            fh.attrs["dim"] = int(encoder.dim)
+            fh.attrs["input_size"] = int(encoder.input_size)
+            for key, value in extra_attrs.items():
+                fh.attrs[key] = value
+    with atomic_path(out_pt) as tmp:
+        torch.save(features, tmp)
+
+
 def _check(features: torch.Tensor, path: Path) -> torch.Tensor:
+    import torch
+
     if features.ndim == 1 and features.numel() == 0:
         features = features.reshape(0, 0)
     if features.ndim != 2:
@@ -24,6 +106,7 @@ def _check(features: torch.Tensor, path: Path) -> torch.Tensor:
 
 def _read_h5(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     import h5py
+    import torch
 
     try:
         with h5py.File(path, "r") as fh:
@@ -40,6 +123,8 @@ def _read_h5(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
 
 
 def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -61,9 +146,7 @@ def _read_pt(path: Path) -> tuple[torch.Tensor, np.ndarray | None]:
 def feature_file(folder: str | os.PathLike, slide_id: str) -> Path:
     """A slide's feature file in CLAM's layout: ``h5_files/<slide>.h5`` where it exists, else
     ``pt_files/<slide>.pt`` where that exists, else the ``.h5`` path (the file to be written)."""
-    folder = Path(folder)
-    h5 = folder / "h5_files" / f"{slide_id}.h5"
-    pt = folder / "pt_files" / f"{slide_id}.pt"
+    h5, pt, _ = map(Path, feature_paths(folder, slide_id))
     return pt if pt.is_file() and not h5.is_file() else h5
 
 
@@ -119,6 +202,8 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
     HDF5 datasets report their shape without being read; a ``.pt`` file is memory-mapped, so
     only the pages torch touches to build the tensor's metadata are read.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FeatureFileError(f"feature file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
@@ -169,16 +254,16 @@ def check_feature_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatureFileError(f"{folder} is not a folder")
-    if not (folder / "h5_files").is_dir() and not (folder / "pt_files").is_dir():
-        raise FeatureFileError(f"{folder} has neither an h5_files/ nor a pt_files/ folder (CLAM's layout)")
+    if not (folder / H5_DIR).is_dir() and not (folder / PT_DIR).is_dir():
+        raise FeatureFileError(f"{folder} has neither an {H5_DIR}/ nor a {PT_DIR}/ folder (CLAM's layout)")
     files: dict[str, Path] = {}
     dims: dict[int, str] = {}
     for slide_id in slide_ids:
         path = feature_file(folder, slide_id)
         if not path.is_file():
             raise FeatureFileError(
-                f"slide {slide_id}: no feature file in {folder} (looked for h5_files/{slide_id}.h5 "
-                f"and pt_files/{slide_id}.pt)"
+                f"slide {slide_id}: no feature file in {folder} (looked for {H5_DIR}/{slide_id}.h5 "
+                f"and {PT_DIR}/{slide_id}.pt)"
             )
         try:
             info = describe(path)
@@ -212,7 +297,7 @@ def feature_precision(path: str | os.PathLike) -> str | None:
 
     path = Path(path)
     if path.suffix.lower() in (".pt", ".pth"):
-        path = path.parent.parent / "h5_files" / f"{path.stem}.h5"
+        path = Path(feature_paths(path.parent.parent, path.stem).h5)
         if not path.is_file():
             return None
     if not path.is_file():

@@ -2,34 +2,36 @@
 
 Entry points: ``build_slide_model``, ``build_patient_model``, ``training_defaults`` /
 ``DEFAULTS`` (each model's paper recipe), ``build_optimizer`` / ``build_scheduler``, and
-``pn_rule_predict`` (the CAMELYON17 pN rule on predicted slide labels).
+``pn_rule_predict`` (the CAMELYON17 pN rule on predicted slide labels). The model names and
+what each model needs are in ``hmf.models.names``.
+
+The entry points are imported on first use, so ``hmf.models.names`` and the recipes of
+``hmf.models.registry`` are read without importing torch (the workflow reads them while it
+parses the Snakefile).
 """
 
-from hmf.models.optim import Lookahead, build_optimizer, build_scheduler
-from hmf.models.patient_aggregators import pn_rule_predict, pn_rule_predict_index
-from hmf.models.registry import (
-    DEFAULTS,
-    PATIENT_DEFAULTS,
-    PATIENT_MODELS,
-    SLIDE_DEFAULTS,
-    SLIDE_MODELS,
-    build_patient_model,
-    build_slide_model,
-    training_defaults,
-)
+import importlib
 
-__all__ = [
-    "DEFAULTS",
-    "PATIENT_DEFAULTS",
-    "PATIENT_MODELS",
-    "SLIDE_DEFAULTS",
-    "SLIDE_MODELS",
-    "Lookahead",
-    "build_optimizer",
-    "build_patient_model",
-    "build_scheduler",
-    "build_slide_model",
-    "pn_rule_predict",
-    "pn_rule_predict_index",
-    "training_defaults",
-]
+_ENTRY_POINTS = {
+    "Lookahead": "optim",
+    "build_optimizer": "optim",
+    "build_scheduler": "optim",
+    "pn_rule_predict": "patient_aggregators",
+    "pn_rule_predict_index": "patient_aggregators",
+    "DEFAULTS": "registry",
+    "PATIENT_DEFAULTS": "registry",
+    "PATIENT_MODELS": "registry",
+    "SLIDE_DEFAULTS": "registry",
+    "SLIDE_MODELS": "registry",
+    "build_patient_model": "registry",
+    "build_slide_model": "registry",
+    "training_defaults": "registry",
+}
+
+__all__ = sorted(_ENTRY_POINTS)
+
+
+def __getattr__(name: str):
+    if name not in _ENTRY_POINTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_ENTRY_POINTS[name]}"), name)

@@ -1,4 +1,5 @@
-"""Model registry and each model's default training recipe (its paper's / official code's).
+"""Model registry: each trained model of ``hmf.models.names``, built from the class named there
+with its default training recipe (its paper's / official code's).
 
 ``DEFAULTS[name]`` keys: ``model`` (constructor keyword arguments: sizes, dropout, variants),
 ``optimizer`` and ``scheduler`` (specs for ``hmf.models.optim``), ``epochs`` (maximum),
@@ -6,25 +7,20 @@
 ``grad_clip`` (max gradient norm or None), ``accumulation`` (bags per optimiser step),
 ``mixed_precision`` ("bf16" on CUDA or None). A config can override any key.
 ``DEFAULTS["slide"][name]`` and ``DEFAULTS["patient"][name]``; ``training_defaults`` copies one.
+The model classes are imported when a model is built, so the recipes are read without torch.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
+from typing import TYPE_CHECKING
 
-from torch import nn
+from hmf.models.names import model_info, model_names
 
-from hmf.models.abmil import ABMIL
-from hmf.models.acmil import ACMIL
-from hmf.models.dsmil import DSMIL
-from hmf.models.dtfd import DTFDMIL
-from hmf.models.gatmil import GATMIL
-from hmf.models.hmf_patient import HMFPatient
-from hmf.models.hmf_slide import HMFSlide
-from hmf.models.patient_aggregators import PoolingPatient
-from hmf.models.pooling import PoolingMIL
-from hmf.models.transmil import TransMIL
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _recipe(
@@ -51,6 +47,12 @@ def _recipe(
 
 
 _ADAM_1E4 = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-5}
+# HMF trains both levels alike: AdamW 1e-5, wd 1e-5, up to 200 epochs, patience 10, 5 bags a
+# step, with label-smoothed focal losses.
+_HMF_RECIPE = dict(
+    optimizer={"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5}, epochs=200, patience=10, accumulation=5
+)
+_HMF_LOSS = {"label_smoothing": 0.1, "focal_gamma": 2.0}
 _DTFD_MODEL = {"n_pseudo_bags": 4, "hidden": 512, "attn_hidden": 128, "dropout": 0.0}
 _DTFD_RECIPE = dict(
     optimizer={"name": "adam", "lr": 1e-4, "weight_decay": 1e-4},
@@ -63,24 +65,13 @@ _DTFD_RECIPE = dict(
 SLIDE_DEFAULTS: dict[str, dict] = {
     "hmf": _recipe(
         {
-            "dim": 512,
-            "embed_dim": 1024,
-            "filter_ratio": 0.5,
-            "max_kept": 16384,
-            "bca_heads": 8,
-            "bca_dropout": 0.25,
-            "encoder_layers": 2,
-            "encoder_heads": 4,
-            "encoder_ff": 1024,
-            "temperature": 0.07,
-            "label_smoothing": 0.1,
-            "focal_gamma": 2.0,
+            **{"dim": 512, "embed_dim": 1024, "filter_ratio": 0.5, "max_kept": 16384},  # sizes, patch filter
+            **{"bca_heads": 8, "bca_dropout": 0.25},  # bi-directional cross-attention
+            **{"encoder_layers": 2, "encoder_heads": 4, "encoder_ff": 1024, "temperature": 0.07},
+            **_HMF_LOSS,
             "filter_loss_weight": 1.0,
         },
-        {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
-        epochs=200,
-        patience=10,
-        accumulation=5,
+        **copy.deepcopy(_HMF_RECIPE),
         mixed_precision="bf16",
     ),
     "meanpool": _recipe({"pool": "mean", "hidden": 512, "dropout": 0.25}, dict(_ADAM_1E4), epochs=200, patience=20),
@@ -124,20 +115,11 @@ SLIDE_DEFAULTS: dict[str, dict] = {
 PATIENT_DEFAULTS: dict[str, dict] = {
     "hmf_patient": _recipe(
         {
-            "heads": 8,
-            "layers": 2,
-            "ff_dim": 1024,
-            "dropout": 0.1,
-            "attn_hidden": [512, 256],
-            "mlp_hidden": 256,
-            "max_nodes": 16,
-            "label_smoothing": 0.1,
-            "focal_gamma": 2.0,
+            **{"heads": 8, "layers": 2, "ff_dim": 1024, "dropout": 0.1},  # transformer over the slides
+            **{"attn_hidden": [512, 256], "mlp_hidden": 256, "max_nodes": 16},
+            **_HMF_LOSS,
         },
-        {"name": "adamw", "lr": 1e-5, "weight_decay": 1e-5},
-        epochs=200,
-        patience=10,
-        accumulation=5,
+        **copy.deepcopy(_HMF_RECIPE),
     ),
     **{
         f"{pool}pool": _recipe(
@@ -152,26 +134,15 @@ PATIENT_DEFAULTS: dict[str, dict] = {
 
 # Slide and patient model names overlap (meanpool, maxpool), hence one table per level.
 DEFAULTS: dict[str, dict[str, dict]] = {"slide": SLIDE_DEFAULTS, "patient": PATIENT_DEFAULTS}
-SLIDE_MODELS = tuple(SLIDE_DEFAULTS)
-PATIENT_MODELS = tuple(PATIENT_DEFAULTS)
+SLIDE_MODELS = model_names("slide", trained=True)
+PATIENT_MODELS = model_names("patient", trained=True)  # the pN rule and mean_prob are not built
+for _level, _table in DEFAULTS.items():
+    if tuple(_table) != model_names(_level, trained=True):
+        raise RuntimeError(
+            f"hmf.models.registry: {_level} recipes {list(_table)} differ from the trained {_level} models "
+            f"of hmf.models.names {list(model_names(_level, trained=True))}"
+        )
 
-_SLIDE_CLASSES: dict[str, type[nn.Module]] = {
-    "hmf": HMFSlide,
-    "meanpool": PoolingMIL,
-    "maxpool": PoolingMIL,
-    "abmil": ABMIL,
-    "gatmil": GATMIL,
-    "dsmil": DSMIL,
-    "transmil": TransMIL,
-    "dtfd_maxs": DTFDMIL,
-    "dtfd_maxmins": DTFDMIL,
-    "dtfd_afs": DTFDMIL,
-    "acmil": ACMIL,
-}
-_PATIENT_CLASSES: dict[str, type[nn.Module]] = {
-    "hmf_patient": HMFPatient,
-    **{f"{pool}pool": PoolingPatient for pool in ("mean", "max", "sum", "min", "attn")},
-}
 # Keys fixed by the model name (the variant), not overridable from a config.
 _FIXED = {
     "meanpool": {"pool"},
@@ -181,16 +152,26 @@ _FIXED = {
     "dtfd_afs": {"distill"},
     **{f"{p}pool": {"pool"} for p in ("mean", "max", "sum", "min", "attn")},
 }
+# Constructor arguments the builders set from the data, never from a config.
+DATA_ARGS = frozenset({"in_dim", "emb_dim", "n_classes", "text_dim"})
 
 
 def training_defaults(name: str, level: str = "slide") -> dict:
     """A deep copy of a model's default recipe (``level`` 'slide' or 'patient')."""
-    table = SLIDE_DEFAULTS if level == "slide" else PATIENT_DEFAULTS if level == "patient" else None
+    table = DEFAULTS.get(level)
     if table is None:
         raise ValueError(f"unknown level {level!r}: expected 'slide' or 'patient'")
     if name not in table:
         raise ValueError(f"unknown {level} model {name!r}: choose one of {sorted(table)}")
     return copy.deepcopy(table[name])
+
+
+def model_class(level: str, name: str) -> type[nn.Module]:
+    """The class of the trained model ``name`` of ``level`` (imports its module, and torch)."""
+    if name not in DEFAULTS.get(level, {}):
+        training_defaults(name, level)  # raises, naming the choices
+    module, cls = model_info(level, name).implementation.rsplit(".", 1)
+    return getattr(importlib.import_module(f"hmf.models.{module}"), cls)
 
 
 def _model_kwargs(name: str, defaults: dict, params: dict | None, cls: type) -> dict:
@@ -200,7 +181,7 @@ def _model_kwargs(name: str, defaults: dict, params: dict | None, cls: type) -> 
     for key in fixed:
         if params[key] != kwargs[key]:
             raise ValueError(f"{name}: model parameter {key!r} is fixed to {kwargs[key]!r} by the model name")
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "in_dim", "emb_dim", "n_classes", "text_dim"}
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"} - DATA_ARGS
     unknown = set(params) - allowed
     if unknown:
         raise ValueError(f"{name}: unknown model parameters {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -214,21 +195,17 @@ def build_slide_model(
     name: str, in_dim: int, n_classes: int, params: dict | None = None, text_dim: int | None = None
 ) -> nn.Module:
     """A slide model by name; ``params`` overrides keys of ``DEFAULTS[name]['model']``."""
-    if name not in _SLIDE_CLASSES:
-        raise ValueError(f"unknown slide model {name!r}: choose one of {sorted(_SLIDE_CLASSES)}")
-    cls = _SLIDE_CLASSES[name]
+    cls = model_class("slide", name)
     kwargs = _model_kwargs(name, SLIDE_DEFAULTS[name]["model"], params, cls)
-    if cls is HMFSlide:
+    if model_info("slide", name).needs_text:
         if text_dim is None:
-            raise ValueError("hmf: text_dim is required (width of the text embedding bank)")
+            raise ValueError(f"{name}: text_dim is required (width of the text embedding bank)")
         return cls(in_dim, n_classes, text_dim=text_dim, **kwargs)
     return cls(in_dim, n_classes, **kwargs)
 
 
 def build_patient_model(name: str, emb_dim: int, n_classes: int, params: dict | None = None) -> nn.Module:
     """A trainable patient model by name (the pN rule is ``patient_aggregators.pn_rule_predict``)."""
-    if name not in _PATIENT_CLASSES:
-        raise ValueError(f"unknown patient model {name!r}: choose one of {sorted(_PATIENT_CLASSES)}")
-    cls = _PATIENT_CLASSES[name]
+    cls = model_class("patient", name)
     kwargs = _model_kwargs(name, PATIENT_DEFAULTS[name]["model"], params, cls)
     return cls(emb_dim, n_classes, **kwargs)

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from hmf.atomic import current_umask, write_csv, write_text
 from hmf.features.io import FeatureFileError, describe
+from hmf.settings import section
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,17 @@ TABLE_COLUMNS = [
 JPEG_QUALITY = 80
 
 
+_REPORT_DEFAULTS = section("report")
+
+
 @dataclass(frozen=True)
 class ReviewSettings:
-    """The ``report.qc_*`` config keys."""
+    """The ``report.qc_*`` config keys (defaults: the schema's)."""
 
-    slides: int = 24
-    picture_px: int = 384
-    little_tissue: float = 0.1
-    patch_z: float = 3.0
+    slides: int = _REPORT_DEFAULTS["qc_slides"]
+    picture_px: int = _REPORT_DEFAULTS["qc_picture_px"]
+    little_tissue: float = _REPORT_DEFAULTS["qc_little_tissue"]
+    patch_z: float = _REPORT_DEFAULTS["qc_patch_z"]
 
     @classmethod
     def from_config(cls, report: dict) -> ReviewSettings:

@@ -17,7 +17,7 @@ import torch
 from hmf.atomic import atomic_path
 from hmf.text.encoders import TextEncoder, build_text_encoder
 from hmf.text.prompts import read_prompts
-from hmf.text.settings import text_settings
+from hmf.text.settings import TextSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,11 @@ def embed_prompts(prompts: dict[str, Any], encoder: TextEncoder) -> dict[str, An
 
 
 def encode_prompts(
-    prompts_path: str | Path, output: str | Path, encoder_name: str, text_cfg: dict | None
+    prompts_path: str | Path, output: str | Path, encoder_name: str, text: TextSettings
 ) -> dict[str, Any]:
     """Embed the descriptions in ``prompts_path`` with encoder ``encoder_name``; write ``output`` atomically."""
-    cfg = text_settings(text_cfg)
     prompts = read_prompts(prompts_path)
-    encoder = build_text_encoder(encoder_name, cfg)
+    encoder = build_text_encoder(encoder_name, text)
     bank = embed_prompts(prompts, encoder)
     with atomic_path(output) as tmp:
         torch.save(bank, tmp)

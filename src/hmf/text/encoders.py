@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from hmf.devices import unclaimed_device
-from hmf.text.settings import encoder_spec
+from hmf.text.settings import TextSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,10 @@ class T5MeanEncoder:
         self,
         name: str,
         path_or_id: str,
-        device: str = "cpu",
-        batch_size: int = 32,
-        max_length: int = 128,
+        *,
+        device: str,
+        batch_size: int,
+        max_length: int,
         local_files_only: bool = True,
     ):
         from transformers import AutoTokenizer, T5EncoderModel
@@ -140,8 +141,9 @@ class SentenceTransformerEncoder:
         self,
         name: str,
         path_or_id: str | None,
-        device: str = "cpu",
-        batch_size: int = 32,
+        *,
+        device: str,
+        batch_size: int,
         local_files_only: bool = True,
     ):
         from sentence_transformers import SentenceTransformer
@@ -169,23 +171,21 @@ class SentenceTransformerEncoder:
         return emb.detach().float().cpu()
 
 
-def build_text_encoder(name: str, text_cfg: dict[str, Any]) -> TextEncoder:
-    """Load encoder ``name`` frozen, in eval mode, from ``text_cfg`` (defaults filled in)."""
-    spec = encoder_spec(name, text_cfg)
-    local_only = _env_offline() or not text_cfg.get("allow_download", False)
-    device = text_cfg.get("device", "auto")
-    batch_size = int(text_cfg.get("batch_size", 32))
-    if spec["kind"] == "t5":
-        if not spec["path_or_id"]:
+def build_text_encoder(name: str, text: TextSettings) -> TextEncoder:
+    """Load encoder ``name`` of the ``text`` settings frozen, in eval mode."""
+    spec = text.encoder_spec(name)
+    local_only = _env_offline() or not text.allow_download
+    if spec.kind == "t5":
+        if not spec.path_or_id:
             raise ValueError(f"text.encoders.{name}.path_or_id is required for kind 't5'")
         return T5MeanEncoder(
             name,
-            spec["path_or_id"],
-            device=device,
-            batch_size=batch_size,
-            max_length=int(text_cfg.get("max_length", 128)),
+            spec.path_or_id,
+            device=text.device,
+            batch_size=text.batch_size,
+            max_length=text.max_length,
             local_files_only=local_only,
         )
     return SentenceTransformerEncoder(
-        name, spec["path_or_id"], device=device, batch_size=batch_size, local_files_only=local_only
+        name, spec.path_or_id, device=text.device, batch_size=text.batch_size, local_files_only=local_only
     )

@@ -26,15 +26,13 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from hmf.text.bank import clean_descriptions
-from hmf.text.settings import DEFAULT_TEMPLATE, DEFAULTS
+from hmf.text.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ MAX_DESCRIPTION_CHARS = 1000
 # Answer budget per description (a token is about 4 characters) and for the JSON around them.
 TOKENS_PER_DESCRIPTION = MAX_DESCRIPTION_CHARS // 3
 TOKENS_OVERHEAD = 256
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class LLMError(RuntimeError):
@@ -56,50 +53,6 @@ class LLMError(RuntimeError):
 
 class MalformedOutput(ValueError):
     """The LLM answered, but not with the JSON asked for."""
-
-
-@dataclass(frozen=True)
-class LLMSettings:
-    model: str
-    base_url: str | None = None
-    temperature: float = 0.7
-    seed: int | None = 0
-    n_per_class: int = 6
-    template: str = DEFAULT_TEMPLATE
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_retries: int = 5
-    backoff_s: float = 2.0
-
-    @classmethod
-    def from_config(cls, llm_cfg: dict[str, Any]) -> LLMSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(llm_cfg) - known
-        if unknown:
-            raise ValueError(f"unknown keys in text.llm: {sorted(unknown)}; known: {sorted(known)}")
-        merged = {**DEFAULTS["llm"], **llm_cfg}
-        merged["template"] = merged["template"] or DEFAULT_TEMPLATE  # null in the config: the built-in one
-        settings = cls(**merged)
-        if not settings.model:
-            raise ValueError("text.llm.model must name the model to ask (e.g. gpt-4o-mini)")
-        if settings.n_per_class < 1:
-            raise ValueError(f"text.llm.n_per_class must be at least 1, got {settings.n_per_class}")
-        if settings.max_retries < 0:
-            raise ValueError(f"text.llm.max_retries must be >= 0, got {settings.max_retries}")
-        if not ENV_NAME.match(settings.api_key_env):  # never echoed: it may be the key itself
-            raise ValueError(
-                "text.llm.api_key_env must be the name of an environment variable "
-                "(letters, digits, '_'), not the key; its value is not shown"
-            )
-        if "{n}" not in settings.template or not (
-            "{class_name}" in settings.template or "{classes}" in settings.template
-        ):
-            raise ValueError("text.llm.template needs the placeholders {n} and {class_name} or {classes}")
-        return settings
-
-    @property
-    def per_class(self) -> bool:
-        return "{class_name}" in self.template
 
 
 def render(template: str, classes: list[str], class_name: str | None, n: int) -> str:

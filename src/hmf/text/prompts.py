@@ -34,8 +34,8 @@ from typing import Any
 from hmf.atomic import write_json
 from hmf.tasks import Task
 from hmf.text.bank import bank_path, bank_sha256, clean_descriptions, load_bank
-from hmf.text.llm import LLMSettings, generate_descriptions, public_url
-from hmf.text.settings import text_settings
+from hmf.text.llm import generate_descriptions, public_url
+from hmf.text.settings import TextSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def cache_key(labelset: str, classes: list[str] | tuple[str, ...], text_cfg: dict | None) -> dict[str, Any]:
+def cache_key(labelset: str, classes: list[str] | tuple[str, ...], text: TextSettings) -> dict[str, Any]:
     """What decides whether cached descriptions are still valid: source, model, template sha256, classes."""
-    cfg = text_settings(text_cfg)
-    if cfg["source"] == "bank":
+    if text.source == "bank":
         return {
             "source": "bank",
             "model": None,
-            "template_sha256": bank_sha256(labelset, cfg["bank_dir"]),
+            "template_sha256": bank_sha256(labelset, text.bank_dir),
             "classes": list(classes),
         }
-    llm = LLMSettings.from_config(cfg["llm"])
+    llm = text.llm
     return {
         "source": "llm",
         "model": llm.model,
@@ -114,15 +113,14 @@ def cached_is_current(path: str | Path, key: dict[str, Any]) -> bool:
 
 
 def make_prompts(
-    output: str | Path, labelset: str, classes: list[str] | tuple[str, ...], text_cfg: dict | None
+    output: str | Path, labelset: str, classes: list[str] | tuple[str, ...], text: TextSettings
 ) -> dict[str, Any]:
     """Write the prompts file of ``labelset`` unless the one at ``output`` is current; return its content.
 
     The file is written atomically and only once every class has valid descriptions.
     """
-    cfg = text_settings(text_cfg)
     classes = list(classes)
-    key = cache_key(labelset, classes, cfg)
+    key = cache_key(labelset, classes, text)
     if cached_is_current(output, key):
         log.info(
             "keeping %s: provenance matches (source=%s, model=%s, template sha256=%s)",
@@ -133,12 +131,12 @@ def make_prompts(
         )
         return read_prompts(output)
     provenance: dict[str, Any] = dict(key)
-    if cfg["source"] == "bank":
-        descriptions = load_bank(labelset, classes, cfg["bank_dir"])
-        provenance["bank_file"] = bank_path(labelset, cfg["bank_dir"]).name
-        log.info("descriptions of %s from the bank %s", labelset, bank_path(labelset, cfg["bank_dir"]))
+    if text.source == "bank":
+        descriptions = load_bank(labelset, classes, text.bank_dir)
+        provenance["bank_file"] = bank_path(labelset, text.bank_dir).name
+        log.info("descriptions of %s from the bank %s", labelset, bank_path(labelset, text.bank_dir))
     else:
-        llm = LLMSettings.from_config(cfg["llm"])
+        llm = text.llm
         log.info(
             "asking %s (model %s) for %d descriptions per class of %s",
             public_url(llm.base_url),

@@ -1,15 +1,19 @@
-"""Defaults of the ``text:`` config section, merged under what the user gives.
+"""The ``text:`` config section as typed, frozen settings (:class:`TextSettings`).
 
-``config/schema/text.schema.yaml`` repeats these defaults for validation; a test keeps the two
-in step.
+Defaults and ranges come from ``config/schema/text.schema.yaml`` only (through
+:mod:`hmf.settings`); this module adds what the schema cannot say: user encoders are added to
+the built-in ones, ``llm.template: null`` is the built-in :data:`DEFAULT_TEMPLATE`, the chosen
+encoder must be configured and a template needs its placeholders.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-ENCODER_KINDS = ("t5", "sentence_transformers")
+from hmf.config import ConfigError
+from hmf.settings import as_dict, build, schema, section
 
 DEFAULT_TEMPLATE = (
     "You are an expert histopathologist writing reference descriptions for a model that matches "
@@ -23,61 +27,115 @@ DEFAULT_TEMPLATE = (
     'Reply with a JSON object only, of the form {"descriptions": ["...", "..."]}.'
 )
 
-DEFAULTS: dict[str, Any] = {
-    "source": "bank",
-    "bank_dir": None,
-    "encoder": "minilm",
-    "encoders": {
-        "flan_t5_small": {"kind": "t5", "path_or_id": "google/flan-t5-small"},
-        "minilm": {"kind": "sentence_transformers", "path_or_id": None},
-    },
-    "allow_download": False,
-    "device": "auto",
-    "batch_size": 32,
-    "max_length": 128,
-    "llm": {
-        "base_url": None,
-        "model": "gpt-4o-mini",
-        "temperature": 0.7,
-        "seed": 0,
-        "n_per_class": 6,
-        "template": None,  # None: DEFAULT_TEMPLATE
-        "api_key_env": "OPENAI_API_KEY",
-        "timeout_s": 60.0,
-        "max_retries": 5,
-        "backoff_s": 2.0,
-    },
-}
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoderSpec:
+    """One entry of ``text.encoders``."""
+
+    kind: str
+    path_or_id: str | None
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+@dataclasses.dataclass(frozen=True)
+class LLMSettings:
+    """``text.llm``: the endpoint asked for descriptions when ``text.source`` is llm."""
+
+    base_url: str | None
+    model: str
+    temperature: float
+    seed: int | None
+    n_per_class: int
+    template: str
+    api_key_env: str
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+
+    @classmethod
+    def from_config(cls, llm_cfg: Mapping[str, Any] | None) -> LLMSettings:
+        """The settings of a ``text.llm`` mapping alone (the rest of the section at its defaults)."""
+        return text_settings({"llm": dict(llm_cfg or {})}).llm
+
+    @property
+    def per_class(self) -> bool:
+        return "{class_name}" in self.template
 
 
-def text_settings(cfg: dict | None) -> dict[str, Any]:
-    """The ``text`` config section with defaults filled in (user encoders are added to the built-ins)."""
-    merged = _merge(DEFAULTS, cfg or {})
-    if merged["llm"].get("template") in (None, ""):
-        merged["llm"]["template"] = DEFAULT_TEMPLATE
-    if merged["source"] == "llm" and not merged["llm"].get("model"):
-        raise ValueError("text.llm.model must name the model to ask (e.g. gpt-4o-mini)")
-    if merged["source"] not in ("bank", "llm"):
-        raise ValueError(f"text.source must be 'bank' or 'llm', got {merged['source']!r}")
+@dataclasses.dataclass(frozen=True)
+class TextSettings:
+    """The ``text`` section: where descriptions come from and how they are embedded."""
+
+    source: str
+    bank_dir: str | None
+    encoder: str
+    encoders: Mapping[str, TextEncoderSpec]
+    allow_download: bool
+    device: str
+    batch_size: int
+    max_length: int
+    llm: LLMSettings
+
+    def encoder_spec(self, name: str) -> TextEncoderSpec:
+        """The configured encoder ``name``; ValueError naming the configured ones if unknown."""
+        if name not in self.encoders:
+            raise ValueError(f"unknown text encoder {name!r}; configured: {sorted(self.encoders)} (text.encoders)")
+        return self.encoders[name]
+
+
+def _encoders(filled: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``text.encoders`` with the built-ins kept: the schema's default for the key is the
+    built-in table, and it applies only when the key is absent, so the built-ins are merged
+    under what the user gives here, entry by entry (a user entry may override only path_or_id
+    of a built-in; a null entry keeps the built-in as it is)."""
+    encoders_schema = schema()["properties"]["text"]["properties"]["encoders"]
+    builtin = encoders_schema["default"]
+    given = filled["encoders"]
+    merged = {}
+    for name in [*builtin, *(n for n in given if n not in builtin)]:
+        entry = {**builtin.get(name, {}), **(given.get(name) or {})}
+        if "kind" not in entry:
+            kinds = encoders_schema["additionalProperties"]["properties"]["kind"]["enum"]
+            raise ConfigError(
+                f"config key text.encoders.{name}.kind: required for an encoder that is not built in (one of {kinds})"
+            )
+        entry.setdefault("path_or_id", None)  # absent: the kind's own source (minilm: the installed package)
+        merged[name] = entry
     return merged
 
 
-def encoder_spec(name: str, text_cfg: dict[str, Any]) -> dict[str, Any]:
-    """``{kind, path_or_id}`` of encoder ``name`` from the (defaults-filled) text config."""
-    specs = text_cfg["encoders"]
-    if name not in specs:
-        raise ValueError(f"unknown text encoder {name!r}; configured: {sorted(specs)} (text.encoders)")
-    spec = specs[name] or {}
-    if spec.get("kind") not in ENCODER_KINDS:
-        raise ValueError(f"text.encoders.{name}.kind must be one of {ENCODER_KINDS}, got {spec.get('kind')!r}")
-    return {"kind": spec["kind"], "path_or_id": spec.get("path_or_id")}
+def text_settings(cfg: Mapping[str, Any] | None) -> TextSettings:
+    """The ``text`` config section (all of it, part of it or None), filled from the schema,
+    checked and typed. Raises ConfigError (a ValueError) naming the key."""
+    filled = section("text", cfg)
+    filled["encoders"] = _encoders(filled)
+    if not filled["llm"]["template"]:
+        filled["llm"]["template"] = DEFAULT_TEMPLATE
+    template = filled["llm"]["template"]
+    if "{n}" not in template or not ("{class_name}" in template or "{classes}" in template):
+        raise ConfigError("config key text.llm.template: needs the placeholders {n} and {class_name} or {classes}")
+    settings = build(TextSettings, filled, "text")
+    settings.encoder_spec(settings.encoder)
+    return settings
+
+
+# What each text job reads, as plain data for its Snakemake params (a change shows as a params
+# change); the job turns it back into settings with text_settings.
+
+
+def prompts_params(text: TextSettings) -> dict[str, Any]:
+    """The settings the prompts job reads: the source with its bank folder or its LLM settings."""
+    if text.source == "bank":
+        return {"source": "bank", "bank_dir": text.bank_dir}
+    return {"source": "llm", "llm": as_dict(text.llm)}
+
+
+def encoding_params(text: TextSettings, name: str) -> dict[str, Any]:
+    """The settings an encode_text job reads: encoder ``name`` and how to run it."""
+    return {
+        "encoder": name,
+        "encoders": {name: as_dict(text.encoder_spec(name))},
+        "allow_download": text.allow_download,
+        "device": text.device,
+        "batch_size": text.batch_size,
+        "max_length": text.max_length,
+    }

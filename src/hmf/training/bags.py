@@ -144,17 +144,6 @@ class BagStore:
         return load
 
 
-def read_split(path: str | Path) -> dict[str, str]:
-    """patient_id -> split ('train', 'val' or 'test') from a fold's split CSV."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if not {"patient_id", "split"} <= set(frame.columns):
-        raise ValueError(f"{path}: expected columns patient_id, split")
-    bad = set(frame["split"]) - {"train", "val", "test"}
-    if bad:
-        raise ValueError(f"{path}: unknown split value(s) {sorted(bad)}")
-    return dict(zip(frame["patient_id"], frame["split"]))
-
-
 def fold_parts(sheet: pd.DataFrame, split: dict[str, str], split_name: str = "split") -> dict[str, list[str]]:
     """Slide ids per part. Slides follow their patient, so no patient straddles two parts."""
     missing = sorted(set(sheet["patient_id"]) - set(split))

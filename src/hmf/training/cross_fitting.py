@@ -19,12 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from hmf.atomic import atomic_path, write_csv
+from hmf.atomic import write_csv
 from hmf.data.sample_sheet import read_sample_sheet
-from hmf.data.splits import _stratified_subset, patient_table
-from hmf.training.bags import read_split
+from hmf.data.splits import _stratified_subset, patient_table, read_split
+from hmf.training.slide_embeddings import read_slide_embeddings, write_slide_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,9 @@ def cross_fitted_embeddings(
     sheet = read_sample_sheet(sheet_csv)
     outer = read_split(outer_split_csv)
     patient_of = dict(zip(sheet["slide_id"], sheet["patient_id"]))
-    saved = torch.load(outer_embeddings, map_location="cpu", weights_only=True)
-    ids = list(saved["slide_ids"])
-    embeddings, probs = saved["embeddings"].clone(), saved["probs"].clone()
+    saved = read_slide_embeddings(outer_embeddings)
+    ids = saved.slide_ids
+    embeddings, probs = saved.embeddings.clone(), saved.probs.clone()
     source = ["outer"] * len(ids)
     held_by: dict[str, int] = {}
     for j, split_csv in enumerate(inner_split_csvs):
@@ -95,21 +94,20 @@ def cross_fitted_embeddings(
                     )
                 held_by[patient] = j
     for j, path in enumerate(inner_embeddings):
-        inner = torch.load(path, map_location="cpu", weights_only=True)
-        row_of = {s: i for i, s in enumerate(inner["slide_ids"])}
+        inner = read_slide_embeddings(path)
+        row_of = inner.row_of()
         for i, slide in enumerate(ids):
             if held_by.get(patient_of[slide]) == j:
                 if slide not in row_of:
                     raise ValueError(f"{path}: no embedding of slide {slide}")
-                embeddings[i], probs[i] = inner["embeddings"][row_of[slide]], inner["probs"][row_of[slide]]
+                embeddings[i], probs[i] = inner.embeddings[row_of[slide]], inner.probs[row_of[slide]]
                 source[i] = f"inner_{j}"
     missing = sorted(
         s for s, src in zip(ids, source) if src == "outer" and outer.get(patient_of[s]) in ("train", "val")
     )
     if missing:
         raise ValueError(f"cross-fitting: training slide(s) {missing[:10]} held out by no inner fold")
-    with atomic_path(out_path) as tmp:
-        torch.save({**saved, "embeddings": embeddings, "probs": probs, "source": source}, tmp)
+    write_slide_embeddings(out_path, ids, embeddings, probs, saved.classes, model=saved.model, source=source)
     log.info(
         "%d slides: %d from inner models, %d from the outer model",
         len(ids),

@@ -5,9 +5,12 @@ section on top (seed, monitor, global caps on epochs and patience)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from hmf.training.loop import FitConfig
+from hmf.training.settings import TrainingSettings, training_settings
 
 MERGED_KEYS = ("model", "optimizer", "scheduler")  # overridden key by key
 
@@ -23,7 +26,9 @@ class HyperParameters:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "fit": asdict(self.fit)}
 
 
-def resolve(level: str, name: str, overrides: dict | None, training: dict | None) -> HyperParameters:
+def resolve(
+    level: str, name: str, overrides: dict | None, training: TrainingSettings | Mapping[str, Any] | None
+) -> HyperParameters:
     from hmf.models.registry import training_defaults
 
     recipe = training_defaults(name, level)
@@ -38,20 +43,20 @@ def resolve(level: str, name: str, overrides: dict | None, training: dict | None
             recipe[key] = {**recipe[key], **value}
         else:
             recipe[key] = value
-    training = training or {}
+    training = training_settings(training)
     epochs = int(recipe["epochs"])
-    if training.get("max_epochs"):
-        epochs = min(epochs, int(training["max_epochs"]))
+    if training.max_epochs:
+        epochs = min(epochs, int(training.max_epochs))
     fit = FitConfig(
         epochs=epochs,
-        patience=int(training.get("patience") or recipe["patience"]),
-        accumulation=int(training.get("accumulation") or recipe.get("accumulation") or 1),
+        patience=int(training.patience or recipe["patience"]),
+        accumulation=int(training.accumulation or recipe.get("accumulation") or 1),
         grad_clip=recipe.get("grad_clip"),
-        monitor=training.get("monitor", "f1_macro"),
-        min_epochs=int(training.get("min_epochs", 0)),
-        seed=int(training.get("seed", 0)),
-        # training.bf16 (cuda | auto | always | false) for the models whose recipe trains in bf16.
-        bf16=training.get("bf16", "cuda") if recipe.get("mixed_precision") == "bf16" else False,
-        max_patches=training.get("max_patches"),
+        monitor=training.monitor,
+        min_epochs=int(training.min_epochs),
+        seed=int(training.seed),
+        # training.bf16 for the models whose recipe trains in bf16; fp32 for the others.
+        bf16=training.bf16 if recipe.get("mixed_precision") == "bf16" else False,
+        max_patches=training.max_patches,
     )
     return HyperParameters(model=recipe["model"], optimizer=recipe["optimizer"], scheduler=recipe["scheduler"], fit=fit)

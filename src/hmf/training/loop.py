@@ -18,14 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score
 from tqdm import tqdm
 
-from hmf.atomic import atomic_path
+from hmf.atomic import atomic_path, write_csv
+
+if TYPE_CHECKING:
+    from hmf.training.hparams import HyperParameters
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +49,17 @@ class Item:
 
 @dataclass
 class FitConfig:
+    """How one model is fitted: its recipe merged with the ``training:`` settings (hmf.training.hparams)."""
+
     epochs: int
     patience: int
-    accumulation: int = 1
-    grad_clip: float | None = None
-    monitor: str = "f1_macro"
-    min_epochs: int = 0
-    seed: int = 0
-    bf16: bool | str = True  # training.bf16: cuda (= True), auto, always or false; see _autocast
-    max_patches: int | None = None
+    accumulation: int
+    grad_clip: float | None
+    monitor: str
+    min_epochs: int
+    seed: int
+    bf16: bool | str  # training.bf16: cuda (= True), auto, always or false; see _autocast
+    max_patches: int | None
 
 
 @dataclass
@@ -106,7 +112,7 @@ def _autocast(device: torch.device, enabled: bool | str):
     if mode != "false" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if mode in ("auto", "always") and device.type == "cpu":
-        from hmf.features.extract import bf16_unsupported  # the one owner of the hardware check
+        from hmf.devices import bf16_unsupported  # the one owner of the hardware check
 
         reason = bf16_unsupported(device)
         if reason is None:
@@ -299,3 +305,45 @@ def fit(
             on_epoch(rows)
     bar.close()
     return FitResult(best_state=best_state, best_epoch=best_epoch, best_score=best_score, rows=rows)
+
+
+def resume_state_path(checkpoint: str | Path) -> Path:
+    """The resume state of the run that writes ``checkpoint``: beside it, deleted once it is written."""
+    return Path(checkpoint).with_name("resume_state.pt")
+
+
+def fit_model(
+    model: torch.nn.Module,
+    hp: HyperParameters,
+    train_items: list[Item],
+    val_items: list[Item],
+    context: dict[str, Any],
+    device: str | torch.device,
+    run_id: str,
+    checkpoint: str | Path,
+    train_log: str | Path,
+    progress_file=None,
+) -> FitResult:
+    """:func:`fit` with the recipe's optimiser and scheduler, resuming from the state beside
+    ``checkpoint``, the train log written after every epoch; ``model`` ends with its best weights."""
+    from hmf.models.optim import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(model.parameters(), hp.optimizer)
+    scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
+    result = fit(
+        model,
+        optimizer,
+        scheduler,
+        train_items,
+        val_items,
+        context,
+        hp.fit,
+        torch.device(device),
+        resume_state_path(checkpoint),
+        run_id,
+        progress_file=progress_file,
+        on_epoch=lambda rows: write_csv(train_log, pd.DataFrame(rows)),
+    )
+    write_csv(train_log, pd.DataFrame(result.rows))
+    model.load_state_dict(result.best_state)
+    return result

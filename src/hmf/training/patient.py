@@ -4,19 +4,23 @@ rule-based aggregations of its predicted slide labels and probabilities."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hmf.atomic import atomic_path, write_csv
 from hmf.data.sample_sheet import read_sample_sheet
+from hmf.data.splits import read_split
 from hmf.evaluation.predictions import probabilities, read_predictions, write_predictions
 from hmf.tasks import Task, pn_stage
-from hmf.training.bags import class_weights, read_split
+from hmf.training.bags import class_weights
+from hmf.training.checkpoints import PatientCheckpoint, write_checkpoint
 from hmf.training.hparams import resolve
-from hmf.training.loop import Item, file_digest, fingerprint, fit, predict, seed_everything
+from hmf.training.loop import Item, file_digest, fingerprint, fit_model, predict, resume_state_path, seed_everything
+from hmf.training.settings import TrainingSettings
+from hmf.training.slide_embeddings import read_slide_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +28,9 @@ log = logging.getLogger(__name__)
 def patient_items(sheet: pd.DataFrame, embeddings_path: str | Path, classes: tuple[str, ...]) -> dict[str, Item]:
     """One item per patient: the embeddings of its slides in node order (node indices given to
     the model when every slide of the patient has one)."""
-    saved = torch.load(embeddings_path, map_location="cpu", weights_only=True)
-    index = {slide_id: i for i, slide_id in enumerate(saved["slide_ids"])}
-    embeddings = saved["embeddings"].float()
+    saved = read_slide_embeddings(embeddings_path)
+    index = saved.row_of()
+    embeddings = saved.embeddings.float()
     items = {}
     for patient, group in sheet.groupby("patient_id", sort=True):
         group = group[group["slide_id"].isin(index)]
@@ -53,12 +57,13 @@ def train_patient_fold(
     train_log: str,
     predictions: str,
     overrides: dict | None = None,
-    training: dict | None = None,
+    training: TrainingSettings | Mapping | None = None,
     device: str = "cpu",
     progress_file=None,
 ) -> dict:
+    """Train one patient model on the slide embeddings of one fold and predict its test
+    patients. ``training``: the ``training:`` settings (a partial section is filled from the schema)."""
     from hmf.models import build_patient_model
-    from hmf.models.optim import build_optimizer, build_scheduler
 
     sheet = read_sample_sheet(sheet_csv)
     split = read_split(split_csv)
@@ -72,8 +77,6 @@ def train_patient_fold(
     hp = resolve("patient", model_name, overrides, training)
     seed_everything(hp.fit.seed)
     model = build_patient_model(model_name, emb_dim, len(classes), hp.model)
-    optimizer = build_optimizer(model.parameters(), hp.optimizer)
-    scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
     context = {"class_weights": class_weights([i.label for i in parts["train"]], len(classes))}
     run_id = fingerprint(
         "patient",
@@ -85,26 +88,11 @@ def train_patient_fold(
         file_digest(embeddings),
         sorted((i.key, i.label) for i in items.values()),
     )
-    state_path = Path(checkpoint).with_name("resume_state.pt")
-    dev = torch.device(device)
     log.info("%s: %d train, %d val, %d test patients", model_name, *(len(parts[k]) for k in ("train", "val", "test")))
-    result = fit(
-        model,
-        optimizer,
-        scheduler,
-        parts["train"],
-        parts["val"],
-        context,
-        hp.fit,
-        dev,
-        state_path,
-        run_id,
-        progress_file=progress_file,
-        on_epoch=lambda rows: write_csv(train_log, pd.DataFrame(rows)),
+    result = fit_model(
+        model, hp, parts["train"], parts["val"], context, device, run_id, checkpoint, train_log, progress_file
     )
-    write_csv(train_log, pd.DataFrame(result.rows))
-    model.load_state_dict(result.best_state)
-    test = predict(model, parts["test"], dev, hp.fit.bf16)
+    test = predict(model, parts["test"], torch.device(device), hp.fit.bf16)
     write_predictions(
         [i.key for i in parts["test"]],
         [classes[i.label] for i in parts["test"]],
@@ -112,19 +100,18 @@ def train_patient_fold(
         classes,
         predictions,
     )
-    with atomic_path(checkpoint) as tmp:
-        torch.save(
-            {
-                "model": model_name,
-                "state_dict": result.best_state,
-                "emb_dim": emb_dim,
-                "classes": list(classes),
-                "params": hp.as_dict(),
-                "best_epoch": result.best_epoch,
-            },
-            tmp,
-        )
-    state_path.unlink(missing_ok=True)
+    write_checkpoint(
+        checkpoint,
+        PatientCheckpoint(
+            model=model_name,
+            state_dict=result.best_state,
+            emb_dim=emb_dim,
+            classes=tuple(classes),
+            params=hp.as_dict(),
+            best_epoch=result.best_epoch,
+        ),
+    )
+    resume_state_path(checkpoint).unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}
 
 

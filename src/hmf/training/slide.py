@@ -7,17 +7,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from hmf.atomic import atomic_path, write_csv
 from hmf.data.sample_sheet import read_sample_sheet
+from hmf.data.splits import read_split
 from hmf.evaluation.predictions import write_predictions
 from hmf.features.io import feature_file
 from hmf.tasks import Task
-from hmf.training.bags import BagStore, class_weights, fold_parts, read_split, scan_slides
+from hmf.training.bags import BagStore, class_weights, fold_parts, scan_slides
+from hmf.training.checkpoints import SlideCheckpoint, write_checkpoint
 from hmf.training.hparams import resolve
-from hmf.training.loop import Item, file_digest, file_stamp, fingerprint, fit, predict, seed_everything
+from hmf.training.loop import (
+    Item,
+    file_digest,
+    file_stamp,
+    fingerprint,
+    fit_model,
+    predict,
+    resume_state_path,
+    seed_everything,
+)
+from hmf.training.settings import TrainingSettings, training_settings
+from hmf.training.slide_embeddings import write_slide_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +67,30 @@ def train_slide_fold(
     feature_files: Mapping[str, str | Path] | str | Path,
     outputs: SlideOutputs,
     overrides: dict | None = None,
-    training: dict | None = None,
+    training: TrainingSettings | Mapping | None = None,
     text_bank: str | None = None,
     device: str = "cpu",
     progress_file=None,
 ) -> dict:
     """``feature_files``: slide id -> its ``.h5``/``.pt`` file (a folder in CLAM's layout is
     also accepted). Bags are read from disk as steps need them, so the job's memory is bounded
-    by the model, the largest bag and ``training.cache_mb``, not by the number of slides."""
+    by the model, the largest bag and ``training.cache_mb``, not by the number of slides.
+    ``training``: the ``training:`` settings (a partial section is filled from the schema)."""
     from hmf.models import build_slide_model
-    from hmf.models.optim import build_optimizer, build_scheduler
 
-    training = training or {}
+    training = training_settings(training)
     sheet = read_sample_sheet(sheet_csv)
     parts = fold_parts(sheet, read_split(split_csv), split_name=str(split_csv))
     if not isinstance(feature_files, Mapping):
         feature_files = {s: feature_file(feature_files, s) for s in sheet["slide_id"]}
     records = scan_slides(sheet, feature_files)
-    store = BagStore(records, cache_mb=training.get("cache_mb", 0))
+    store = BagStore(records, cache_mb=training.cache_mb)
     for name in parts:
         parts[name] = [s for s in parts[name] if s in records]
     if not parts["train"]:
         raise ValueError(f"{split_csv}: no training slides with patches")
     mean = std = None
-    if training.get("standardize_features", True):
+    if training.standardize_features:
         mean, std = store.fit_standardisation(parts["train"])
         store.standardise_with(mean, std)
     classes = task.classes("slide")
@@ -98,8 +109,6 @@ def train_slide_fold(
         raise ValueError(f"model {model_name} needs a text bank")
     if not model.requires_text:
         text = None
-    optimizer = build_optimizer(model.parameters(), hp.optimizer)
-    scheduler = build_scheduler(optimizer, hp.scheduler, hp.fit.epochs)
 
     train_labels = [labels[s] for s in parts["train"]]
     context = {"class_weights": class_weights(train_labels, len(classes))}
@@ -116,7 +125,7 @@ def train_slide_fold(
         in_dim,
         len(classes),
         store.largest_bag,
-        training.get("cache_mb", 0),
+        training.cache_mb,
     )
 
     run_id = fingerprint(
@@ -132,30 +141,19 @@ def train_slide_fold(
         [file_stamp(r.file.path) for r in records.values()],
         None if text_bank is None else file_digest(text_bank),
     )
-    state_path = Path(outputs.checkpoint).with_name("resume_state.pt")
-    dev = torch.device(device)
-    result = fit(
-        model,
-        optimizer,
-        scheduler,
-        train_items,
-        val_items,
-        context,
-        hp.fit,
-        dev,
-        state_path,
-        run_id,
-        progress_file=progress_file,
-        on_epoch=lambda rows: write_csv(outputs.train_log, pd.DataFrame(rows)),
+    result = fit_model(
+        model, hp, train_items, val_items, context, device, run_id, outputs.checkpoint, outputs.train_log, progress_file
     )
-    write_csv(outputs.train_log, pd.DataFrame(result.rows))
-    model.load_state_dict(result.best_state)
 
     # One pass over every slide (embeddings for the patient models); the test rows of it are
     # the fold's predictions. Only the features (and the full text bank) reach the model.
     all_ids = sorted(records)
     every = predict(
-        model, _items(store, all_ids, labels, text, model.needs_coords), dev, hp.fit.bf16, keys=("logits", "embedding")
+        model,
+        _items(store, all_ids, labels, text, model.needs_coords),
+        torch.device(device),
+        hp.fit.bf16,
+        keys=("logits", "embedding"),
     )
     row_of = {slide_id: i for i, slide_id in enumerate(all_ids)}
     test_rows = [row_of[s] for s in parts["test"]]
@@ -167,33 +165,22 @@ def train_slide_fold(
         outputs.predictions,
     )
 
-    with atomic_path(outputs.embeddings) as tmp:
-        torch.save(
-            {
-                "slide_ids": all_ids,
-                "embeddings": torch.from_numpy(every["embedding"]).float(),
-                "probs": torch.from_numpy(every["probs"]).float(),
-                "classes": list(classes),
-                "model": model_name,
-            },
-            tmp,
-        )
-    with atomic_path(outputs.checkpoint) as tmp:
-        torch.save(
-            {
-                "model": model_name,
-                "state_dict": result.best_state,
-                "in_dim": in_dim,
-                "n_classes": len(classes),
-                "classes": list(classes),
-                "text_dim": text_dim,
-                "params": hp.as_dict(),
-                "best_epoch": result.best_epoch,
-                "feature_mean": mean,
-                "feature_std": std,
-                "best_score": result.best_score,
-            },
-            tmp,
-        )
-    state_path.unlink(missing_ok=True)
+    write_slide_embeddings(outputs.embeddings, all_ids, every["embedding"], every["probs"], classes, model=model_name)
+    write_checkpoint(
+        outputs.checkpoint,
+        SlideCheckpoint(
+            model=model_name,
+            state_dict=result.best_state,
+            in_dim=in_dim,
+            n_classes=len(classes),
+            classes=tuple(classes),
+            text_dim=text_dim,
+            params=hp.as_dict(),
+            best_epoch=result.best_epoch,
+            feature_mean=mean,
+            feature_std=std,
+            best_score=result.best_score,
+        ),
+    )
+    resume_state_path(outputs.checkpoint).unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}

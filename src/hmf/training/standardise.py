@@ -71,8 +71,3 @@ def apply_(features: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor 
     if mean is None or std is None:
         return features
     return features.sub_(mean).div_(std)
-
-
-def from_checkpoint(features: torch.Tensor, checkpoint: dict) -> torch.Tensor:
-    """Standardise ``features`` as the model of ``checkpoint`` was trained (no-op if it wasn't)."""
-    return apply(features, checkpoint.get("feature_mean"), checkpoint.get("feature_std"))
