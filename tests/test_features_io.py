@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -93,6 +95,11 @@ def test_written_files_read_back(tmp_path):
         assert fh.attrs["encoder"] == "enc" and fh.attrs["dim"] == 4 and fh.attrs["precision"] == "fp32"
         assert dict(fh["coords"].attrs) == {"patch_size": 256}  # timings are left out: same inputs, same bytes
     assert sorted(p.name for p in (tmp_path / "h5_files").iterdir()) == ["s1.h5"]  # no temporary file left
+    # The same features give the same .pt bytes on a rerun (torch.save would otherwise name the
+    # archive inside after the random temporary file).
+    again = feature_paths(tmp_path / "again", "s1")
+    write_feature_files(again.h5, again.pt, view, coords, {"patch_size": 256}, encoder, {"precision": "fp32"})
+    assert Path(again.pt).read_bytes() == Path(pt).read_bytes()
 
 
 def test_the_workflow_reads_the_layout_without_torch():

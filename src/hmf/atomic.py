@@ -101,3 +101,13 @@ def write_csv(path: str | os.PathLike, frame) -> None:
     """Write a pandas DataFrame atomically (no index column)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` of ``obj`` to ``path``, atomically. Saved through an open file, so the
+    archive inside is named ``archive`` rather than after the temporary file: the same object
+    gives the same bytes on every run."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)

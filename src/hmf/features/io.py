@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from hmf.atomic import atomic_path
+from hmf.atomic import atomic_path, save_torch
 
 if TYPE_CHECKING:
     import torch
@@ -90,8 +90,7 @@ def write_feature_files(
             fh.attrs["input_size"] = int(encoder.input_size)
             for key, value in extra_attrs.items():
                 fh.attrs[key] = value
-    with atomic_path(out_pt) as tmp:
-        torch.save(features, tmp)
+    save_torch(out_pt, features)
 
 
 def _check(features: torch.Tensor, path: Path) -> torch.Tensor:

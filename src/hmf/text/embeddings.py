@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hmf.atomic import atomic_path
+from hmf.atomic import save_torch
 from hmf.text.encoders import TextEncoder, build_text_encoder
 from hmf.text.prompts import read_prompts
 from hmf.text.settings import TextSettings
@@ -62,8 +62,7 @@ def encode_prompts(
     prompts = read_prompts(prompts_path)
     encoder = build_text_encoder(encoder_name, text)
     bank = embed_prompts(prompts, encoder)
-    with atomic_path(output) as tmp:
-        torch.save(bank, tmp)
+    save_torch(output, bank)
     log.info("wrote %s: %d prompts x %d dims (%s)", output, len(bank["prompts"]), bank["dim"], encoder_name)
     return bank
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hmf.atomic import atomic_path
+from hmf.atomic import save_torch
 from hmf.training import standardise
 
 
@@ -81,8 +81,7 @@ def _as_dict(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` atomically (a dict with one key per field)."""
-    with atomic_path(path) as tmp:
-        torch.save(_as_dict(checkpoint), tmp)
+    save_torch(path, _as_dict(checkpoint))
 
 
 def read_checkpoint(path: str | os.PathLike, kind: type[Checkpoint]) -> Checkpoint:

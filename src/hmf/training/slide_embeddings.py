@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hmf.atomic import atomic_path
+from hmf.atomic import save_torch
 
 REQUIRED_KEYS = ("slide_ids", "embeddings", "probs", "classes")
 
@@ -59,8 +59,7 @@ def write_slide_embeddings(
     if source is not None:
         saved["source"] = list(source)
     _check(saved, path)
-    with atomic_path(path) as tmp:
-        torch.save(saved, tmp)
+    save_torch(path, saved)
 
 
 def read_slide_embeddings(path: str | os.PathLike) -> SlideEmbeddings:
