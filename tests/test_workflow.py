@@ -91,9 +91,9 @@ def test_forcing_one_fold_reruns_only_that_fold(tiny_run, tmp_path):
         "slide/hmf/fold_1/metrics.json",
     }
     # Downstream of fold 1's HMF: its patient models, their evaluations, and the tables. Snakemake
-    # skips those whose inputs were rewritten with identical content (training is deterministic,
-    # so fold 1's predictions and metrics come out the same; its embeddings file does not, as
-    # torch.save stamps each file with a random id).
+    # skips those whose inputs were rewritten with identical content: training is deterministic
+    # and torch files are written byte-reproducibly (hmf.atomic.save_torch), so fold 1's
+    # predictions, metrics and embeddings come out the same.
     downstream = {
         "patient/hmf_patient/fold_1/checkpoint.pt",
         "patient/hmf_patient/fold_1/train_log.csv",
@@ -112,7 +112,7 @@ def test_forcing_one_fold_reruns_only_that_fold(tiny_run, tmp_path):
     }
     assert retrained <= changed, retrained - changed
     assert changed <= retrained | downstream, changed - (retrained | downstream)
-    assert "patient/hmf_patient/fold_1/checkpoint.pt" in changed  # the new embeddings retrain it
+    assert "patient/hmf_patient/fold_1/checkpoint.pt" not in changed  # same embeddings: not retrained
     assert not any("fold_0" in path for path in changed)
 
 
