@@ -145,7 +145,7 @@ def test_overlay_colours_follow_the_attention(setup, aperio_slide):
     # Hidden patches and tissue outside every patch keep the thumbnail's pixels.
     shown = np.ones(len(coords), dtype=bool)
     shown[int(np.argmax(scores))] = False
-    partial = overlay(thumb, coords, (PATCH, PATCH), downsample, scores, shown=shown)
+    partial = overlay(thumb, coords, (PATCH, PATCH), downsample, scores, shown=shown, alpha=0.5)
     x, y = coords[int(np.argmax(scores))] + PATCH // 2
     assert np.array_equal(
         partial[int(y / downsample[1]), int(x / downsample[0])], thumb[int(y / downsample[1]), int(x / downsample[0])]

@@ -20,11 +20,14 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from hmf.atomic import write_csv
+from hmf.settings import section
 
 log = logging.getLogger(__name__)
 
 SPLIT_VALUES = ("train", "val", "test")
 _FOLD_FILE = re.compile(r"^fold_(\d+)\.csv$")
+# What a caller of make_splits leaves out is the schema's default (splits.k, val_fraction, seed).
+_SPLIT_DEFAULTS = section("splits")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,12 @@ def patient_table(frame: pd.DataFrame, source: str = "patient table") -> pd.Data
     return table.sort_values("patient_id").reset_index(drop=True)
 
 
-def make_splits(patients: pd.DataFrame, k: int = 5, val_fraction: float = 0.2, seed: int = 0) -> list[pd.DataFrame]:
+def make_splits(
+    patients: pd.DataFrame,
+    k: int = _SPLIT_DEFAULTS["k"],
+    val_fraction: float = _SPLIT_DEFAULTS["val_fraction"],
+    seed: int = _SPLIT_DEFAULTS["seed"],
+) -> list[pd.DataFrame]:
     """Stratified K-fold over patients, with a stratified validation part carved from each
     fold's training part.
 
@@ -235,21 +243,16 @@ def load_splits(paths_or_dir, patients: pd.DataFrame) -> list[pd.DataFrame]:
     return folds
 
 
-def make_split_files(
-    sample_sheet: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    k: int = 5,
-    val_fraction: float = 0.2,
-    seed: int = 0,
+def folds_for(
+    patients: pd.DataFrame,
+    k: int = _SPLIT_DEFAULTS["k"],
+    val_fraction: float = _SPLIT_DEFAULTS["val_fraction"],
+    seed: int = _SPLIT_DEFAULTS["seed"],
     files=None,
-) -> list[Path]:
-    """Workflow entry point: splits for the patients of ``sample_sheet`` written to ``out_dir``.
-
-    With ``files`` (a folder of ``fold_<k>.csv`` or a list of files) the user's splits are
-    checked and copied (their number must equal ``k``); otherwise seeded stratified splits are made.
-    """
-    sheet = pd.read_csv(sample_sheet, dtype={"patient_id": str, "patient_label": str}, keep_default_na=False)
-    patients = patient_table(sheet, source=str(sample_sheet))
+) -> list[pd.DataFrame]:
+    """The folds the ``splits:`` settings give for ``patients``: the user's split files
+    (``files``: a folder of ``fold_<k>.csv`` or a list; their number must equal ``k``), checked,
+    or else seeded stratified folds."""
     if files:
         folds = load_splits(files, patients)
         if len(folds) != k:
@@ -260,6 +263,22 @@ def make_split_files(
     else:
         folds = make_splits(patients, k=k, val_fraction=val_fraction, seed=seed)
         log.info("made %d stratified folds over %d patients (seed %d)", len(folds), len(patients), seed)
+    return folds
+
+
+def make_split_files(
+    sample_sheet: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    k: int = _SPLIT_DEFAULTS["k"],
+    val_fraction: float = _SPLIT_DEFAULTS["val_fraction"],
+    seed: int = _SPLIT_DEFAULTS["seed"],
+    files=None,
+) -> list[Path]:
+    """Workflow entry point: the folds of :func:`folds_for` for the patients of
+    ``sample_sheet``, written to ``out_dir``."""
+    sheet = pd.read_csv(sample_sheet, dtype={"patient_id": str, "patient_label": str}, keep_default_na=False)
+    patients = patient_table(sheet, source=str(sample_sheet))
+    folds = folds_for(patients, k=k, val_fraction=val_fraction, seed=seed, files=files)
     for i, fold in enumerate(folds):
         n = fold["split"].value_counts()
         log.info("fold %d: %d train, %d val, %d test", i, n.get("train", 0), n.get("val", 0), n.get("test", 0))

@@ -44,7 +44,8 @@ def overlay(
     downsample: tuple[float, float],
     scores: np.ndarray,
     shown: np.ndarray | None = None,
-    alpha: float = 0.5,
+    *,
+    alpha: float,
     cmap: str = CMAP,
 ) -> np.ndarray:
     """``thumbnail`` with each shown patch's square tinted by the colour of its normalised score.

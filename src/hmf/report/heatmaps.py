@@ -19,8 +19,13 @@ import torch
 
 from hmf.report.attention import HeatmapError, load_scorer
 from hmf.report.heatmap_figures import draw_heatmap, draw_montage, overlay
+from hmf.settings import section
 
 log = logging.getLogger(__name__)
+
+
+# What a caller leaves out is the schema's default (report.top_k, thumbnail_px, alpha).
+_REPORT_DEFAULTS = section("report")
 
 
 @dataclass
@@ -86,9 +91,9 @@ def render_slide_heatmap(
     text_bank: str | os.PathLike | None = None,
     true_label: str | None = None,
     context: str = "",
-    top_k: int = 8,
-    thumbnail_px: int = 1024,
-    alpha: float = 0.5,
+    top_k: int = _REPORT_DEFAULTS["top_k"],
+    thumbnail_px: int = _REPORT_DEFAULTS["thumbnail_px"],
+    alpha: float = _REPORT_DEFAULTS["alpha"],
     mpp: float | None = None,
 ) -> HeatmapSummary:
     """Draw the attention heatmaps and the top-k montage of one slide under one checkpoint.
