@@ -12,6 +12,10 @@ bootstrap resample; the validation metrics that select a checkpoint use the same
   probabilities are all one-hot (the pN rule) gives hard labels, not scores: its AUC is None
   ("n/a"), not the AUC of a step function;
 - quadratic weighted kappa uses all classes in task order (ordinal tasks only, None otherwise).
+
+``METRICS`` is the one table of the metrics ``scores`` computes: name, label, direction and
+where each is shown (result tables, paired comparisons, training curves). The result tables,
+the report, the training curves and the checkpoint selection (``training.monitor``) read it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -38,6 +43,40 @@ LEFT_OUT_REASON = {
     "slide": "test slides without patches (no tissue found): no prediction",
     "patient": "test patients none of whose slides has patches: no prediction",
 }
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of :func:`scores`."""
+
+    name: str  # key in scores(), metrics.json and the tables; ``val_<name>`` in a training log
+    label: str  # column header and axis label
+    higher_is_better: bool
+    tabulated: bool  # a column of the result tables by default
+    compared: bool  # in the paired comparison of every model with the reference model
+    curve: bool  # drawn per epoch in the training curves
+
+
+# In this order in every table and figure.
+METRICS: tuple[Metric, ...] = (
+    Metric("accuracy", "Accuracy", True, tabulated=True, compared=False, curve=True),
+    Metric("balanced_accuracy", "Balanced accuracy", True, tabulated=False, compared=False, curve=True),
+    Metric("precision_macro", "Precision", True, tabulated=True, compared=False, curve=False),
+    Metric("recall_macro", "Recall", True, tabulated=True, compared=False, curve=False),
+    Metric("f1_macro", "F1", True, tabulated=True, compared=True, curve=True),
+    Metric("f1_weighted", "Weighted F1", True, tabulated=False, compared=False, curve=False),
+    Metric("auc", "AUC", True, tabulated=True, compared=True, curve=True),
+    Metric("kappa_quadratic", "Kappa", True, tabulated=True, compared=True, curve=True),
+)
+METRIC: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def metric(name: str) -> Metric:
+    """The table row of ``name``; an unknown name is an error listing the known ones."""
+    try:
+        return METRIC[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; choose from {list(METRIC)}") from None
 
 
 def is_one_hot(probs: np.ndarray) -> bool:

@@ -10,11 +10,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hmf.atomic import atomic_path
+from hmf.evaluation.metrics import METRICS
 
 DPI = 100
 FIGSIZE = (11.0, 4.2)
-# Validation metrics drawn in the right-hand panel, in this order, when the log has them.
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "kappa_quadratic", "auc")
 
 
 def read_train_log(path: str | os.PathLike) -> pd.DataFrame:
@@ -55,9 +54,11 @@ def plot_training_curves(log_csv: str | os.PathLike, out_png: str | os.PathLike,
     loss_ax.set_title("Loss")
     loss_ax.legend(fontsize=8)
 
-    metrics = [m for m in METRICS if f"val_{m}" in frame]
-    for metric in metrics:
-        metric_ax.plot(epochs, frame[f"val_{metric}"], marker="o", label=metric.replace("_", " "))
+    # The metrics table's curve metrics, in its order, that the log has.
+    shown = [m for m in METRICS if m.curve and f"val_{m.name}" in frame]
+    metrics = [m.name for m in shown]
+    for m in shown:
+        metric_ax.plot(epochs, frame[f"val_{m.name}"], marker="o", label=m.label)
     if metrics:
         metric_ax.set_ylim(min(0.0, float(frame[[f"val_{m}" for m in metrics]].min().min())) - 0.02, 1.02)
         metric_ax.legend(fontsize=8)

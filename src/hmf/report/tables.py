@@ -11,10 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from hmf.atomic import write_text
-from hmf.evaluation.tables import DEFAULT_METRICS, METRIC_LABELS
+from hmf.evaluation.metrics import METRIC, METRICS
 
 STYLE = "border-collapse:collapse;font-family:sans-serif;font-size:13px;margin:0.5em 0;color:#1e293b;background:#ffffff"
 CELL = "border:1px solid #cbd5e1;padding:3px 8px;text-align:right;white-space:nowrap"
+# The result tables' metrics (hmf.evaluation.metrics.METRICS), in the table's order.
+TABULATED = tuple(m.name for m in METRICS if m.tabulated)
 NOTE = "font-family:sans-serif;font-size:12px;max-width:60em"
 
 
@@ -60,14 +62,14 @@ def table_html(csv_path: str | os.PathLike, title: str) -> str:
     pooled = "n" in frame.columns
     shown = [
         m
-        for m in DEFAULT_METRICS
+        for m in TABULATED
         if m in frame.columns
         and (
             (pd.to_numeric(frame[f"{m}_n"]) > 0).any()
             or (pooled and f"{m}_pooled_ci" in frame and (frame[f"{m}_pooled_ci"] != "n/a").any())
         )
     ]
-    header = ["Model", *(METRIC_LABELS[m] for m in shown), "Folds"]
+    header = ["Model", *(METRIC[m].label for m in shown), "Folds"]
     rows = []
     for _, row in frame.iterrows():
         cells = [html.escape(str(row["model"]))]
@@ -89,7 +91,7 @@ def comparison_html(csv_path: str | os.PathLike, md_path: str | os.PathLike, tit
     reference, its 95% CI and the p-value; the footnote of the Markdown file under it."""
     frame = _read(Path(csv_path), ("model", "metric", "difference", "ci_low", "ci_high", "p_value", "n"))
     metrics = list(dict.fromkeys(frame["metric"]))
-    header = ["Model", *(f"Δ {METRIC_LABELS.get(m, m)}" for m in metrics), "n"]
+    header = ["Model", *(f"Δ {METRIC[m].label if m in METRIC else m}" for m in metrics), "n"]
     rows = []
     for model, group in frame.groupby("model", sort=False):
         part = group.set_index("metric")

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score
 from tqdm import tqdm
 
 from hmf.atomic import atomic_path, write_csv
+from hmf.evaluation.metrics import metric, scores
 
 if TYPE_CHECKING:
     from hmf.training.hparams import HyperParameters
@@ -162,7 +162,9 @@ def predict(
 
 
 def validation_scores(model, items: list[Item], context: dict, device: torch.device, bf16: bool) -> dict[str, float]:
-    """Loss and metrics on the validation bags (used only to select the checkpoint)."""
+    """Loss and every metric of :func:`hmf.evaluation.metrics.scores` on the validation bags
+    (used only to select the checkpoint); NaN where a metric is undefined. Kappa is computed
+    for every task, since ``training.monitor`` may name it."""
     if not items:
         return {}
     model.eval()
@@ -175,20 +177,20 @@ def validation_scores(model, items: list[Item], context: dict, device: torch.dev
             losses.append(float(loss))
             probs.append(torch.softmax(result["logits"].float(), -1).cpu().numpy())
     y_true = np.array([item.label for item in items])
-    y_pred = np.stack(probs).argmax(1)
-    n_classes = probs[0].shape[-1]
-    return {
-        "loss": float(np.mean(losses)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", labels=list(range(n_classes)), zero_division=0)),
-        "kappa_quadratic": float(_kappa(y_true, y_pred, n_classes)),
-    }
+    probs = np.stack(probs)
+    values = scores(y_true, probs.argmax(1), probs, probs.shape[-1], ordinal=True)
+    return {"loss": float(np.mean(losses)), **{k: float(v[0]) for k, v in values.items()}}
 
 
-def _kappa(y_true, y_pred, n_classes) -> float:
-    value = cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(n_classes)))
-    return 0.0 if math.isnan(value) else value
+def selection_score(val: dict[str, float], monitor: str) -> float:
+    """The value of a validation epoch for ``training.monitor`` (larger is better): the metric,
+    negated where lower is better; the loss negated. An undefined metric (kappa when truth and
+    prediction are one identical class) counts as 0, its chance level."""
+    if monitor == "loss":
+        return -val["loss"]
+    value = val[monitor]
+    value = value if math.isfinite(value) else 0.0
+    return value if metric(monitor).higher_is_better else -value
 
 
 def fit(
@@ -228,7 +230,6 @@ def fit(
         else:
             log.info("ignoring %s: it belongs to a different run", state_path)
 
-    higher_is_better = cfg.monitor != "loss"
     bar = tqdm(
         range(start_epoch, cfg.epochs),
         initial=start_epoch,
@@ -271,7 +272,7 @@ def fit(
             **{f"val_{k}": v for k, v in val.items()},
         }
         if val:
-            score = val[cfg.monitor] if higher_is_better else -val["loss"]
+            score = selection_score(val, cfg.monitor)
         else:  # no validation patients: keep the last epoch
             score = float(epoch)
         if score > best_score:
