@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from hmf.demo.writer import write_pyramid_tiff
-from hmf.devices import bf16_unsupported, resolve_device
+from hmf.devices import resolve_device
 from hmf.features.encoders import build_encoder
 from hmf.features.engine import PatchDataset, describe_layout, encode_patches, prepare_model
 from hmf.features.settings import encoder_settings, runtime_settings
 from hmf.features.standalone import StandalonePreprocessing
+from hmf.precision import bf16_unsupported
 from hmf.sources import aperio_slide
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import open_slide

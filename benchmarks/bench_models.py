@@ -40,7 +40,7 @@ WARMUP_PATCHES = 64
 
 def cpu_bf16_flags() -> list[str]:
     """The bf16 instruction flags of this CPU (``/proc/cpuinfo``: AVX-512-BF16, AMX)."""
-    from hmf.devices import CPU_BF16_FLAGS, cpu_flags
+    from hmf.precision import CPU_BF16_FLAGS, cpu_flags
 
     flags = cpu_flags()
     return [flag for flag in (*CPU_BF16_FLAGS, "amx_tile") if flag in flags]

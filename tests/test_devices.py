@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -341,18 +343,65 @@ def test_auto_never_takes_a_card_the_job_did_not_ask_for(fake_env):
         assert claim.device == "cuda:0" and claim.compute_device == "cpu"  # simulated: computes on the CPU
 
 
-def test_features_device_cuda_index_takes_the_lock(fake_env):
-    from hmf.devices import claimed_device
+def _job(tmp_path, device, gpus=1, section="features"):
+    """A stand-in for the ``snakemake`` object of a job whose config section names ``device``."""
+    return SimpleNamespace(
+        log=[str(tmp_path / "logs" / "job.log")],
+        params=SimpleNamespace(**{section: {"device": device}}),
+        config={section: {"device": device}},
+        resources={"gpu": gpus},
+        threads=1,
+    )
 
-    with claimed_device("cuda:1", key="features.device") as device:
-        assert device.type == "cpu"  # simulated card
+
+def _settings(given):
+    return SimpleNamespace(**given)
+
+
+def test_a_torch_job_logs_then_claims_the_card_it_names(fake_env, tmp_path):
+    from hmf.devices import torch_job
+
+    job = _job(tmp_path, "cuda:1")
+    with torch_job(job, "features", _settings) as held:
+        assert held.device.type == "cpu"  # simulated card
+        assert held.settings.device == "cuda:1"
         with pytest.raises(DeviceClaimTimeout):
             claim_device("cuda:1", timeout_s=0.1)
-    with claimed_device("auto", gpus=0):
-        assert not (fake_env / "gpu0.lock").exists()
+    assert "claimed cuda:1 (physical GPU 1, simulated" in Path(job.log[0]).read_text()
+    with torch_job(_job(tmp_path, "auto", gpus=0), "features", _settings) as held:
+        assert held.device.type == "cpu" and not (fake_env / "gpu0.lock").exists()
 
 
-def test_errors_name_the_config_key_when_given(fake_env):
+def test_a_torch_job_writes_a_bad_setting_to_its_log(fake_env, tmp_path):
+    from hmf.devices import torch_job
+
+    def refuse(given):
+        raise ValueError(f"bad section {given}")
+
+    job = _job(tmp_path, "auto")
+    with pytest.raises(ValueError, match="bad section"):
+        with torch_job(job, "features", refuse):
+            pass
+    assert "hmf from" in Path(job.log[0]).read_text()  # the log was set up before the settings were read
+    assert not list(fake_env.glob("*.lock"))  # and nothing was claimed
+
+
+def test_jobs_claim_devices_only_through_torch_job():
+    """``claim_device`` is the lower step of ``torch_job``: nothing else in the package, the
+    workflow or the benchmarks calls it."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("src/hmf/**/*.py"), *root.glob("workflow/scripts/*.py"), *root.glob("benchmarks/*.py")]
+    sources += [*root.glob("rules/*.smk"), root / "Snakefile"]
+    callers = [
+        str(path.relative_to(root))
+        for path in sources
+        if path.name != "devices.py"
+        and re.search(r"\bclaim_device\(|\bclaimed_device\b|\bunclaimed_device\b", path.read_text())
+    ]
+    assert callers == []
+
+
+def test_errors_name_the_config_key_when_given(fake_env, tmp_path):
     from hmf.config import ConfigError
 
     with pytest.raises(DeviceError, match="only 2 GPU"):
@@ -360,100 +409,7 @@ def test_errors_name_the_config_key_when_given(fake_env):
     with pytest.raises(ConfigError, match=r"^text\.device=cuda:5: .*only 2 GPU"):
         devices.resolve_device("cuda:5", key="text.device")
     with pytest.raises(ConfigError, match=r"^training\.device=cuda:5: "):
-        with devices.claimed_device("cuda:5", key="training.device"):
+        with devices.torch_job(_job(tmp_path, "cuda:5", section="training"), "training", _settings):
             pass
     assert str(devices.resolve_device("auto")) == "cpu"  # a simulated card computes on the CPU
     assert not fake_env.exists()  # nothing was claimed
-
-
-def test_bf16_support_comes_from_the_cpu_flags(monkeypatch):
-    import torch
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
-    assert "no bf16 instructions" in devices.bf16_unsupported(cpu)
-    assert devices.resolve_precision("auto", cpu, key="x.precision") == "fp32"
-    with pytest.raises(ValueError, match=r"^x\.precision=bf16: this CPU"):
-        devices.resolve_precision("bf16", cpu, key="x.precision")
-    with devices.autocast_for(cpu, "fp32"):
-        assert not torch.is_autocast_enabled("cpu")
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert devices.bf16_unsupported(cpu) is None and devices.resolve_precision("auto", cpu) == "bf16"
-    with devices.autocast_for(cpu, "bf16"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-
-
-def test_one_vocabulary():
-    assert devices.parse_preference("auto") == ("auto", None)
-    assert devices.parse_preference("CUDA:3") == ("cuda", 3)
-    for bad in ("gpu", "cuda:", "cuda:-1", "mps", ""):
-        with pytest.raises(ValueError, match="is not one of auto, cpu, cuda or cuda:<index>"):
-            devices.parse_preference(bad)
-    assert devices.wants_gpu("auto") and devices.wants_gpu("cuda:1") and not devices.wants_gpu("cpu")
-
-
-@pytest.mark.workflow
-def test_encode_text_asks_for_a_gpu_and_claims_it(tmp_path):
-    """The encode_text rule asks Snakemake for a GPU (text.device auto) and its job locks one."""
-    root = Path(__file__).resolve().parents[1]
-    (tmp_path / "Snakefile").write_text(
-        'from hmf.tasks import get_task\nconfigfile: "config.yaml"\nR = "results/t"\nLOGS = "logs/t"\n'
-        f'TASK = get_task(config["task"])\ninclude: "{root}/rules/text.smk"\n'
-    )
-    (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": "auto"}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env.update(
-        HMF_FAKE_GPUS="1",
-        HMF_GPU_LOCK_DIR=str(tmp_path / "locks"),
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-
-    def dry_run_resources(device: str) -> str:
-        (tmp_path / "config.yaml").write_text(json.dumps({"task": "tcga_brca", "text": {"device": device}}))
-        dry = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "--cores",
-                "1",
-                "-n",
-                "--directory",
-                str(tmp_path),
-                "--snakefile",
-                str(tmp_path / "Snakefile"),
-                "results/t/text/tcga_brca/minilm.pt",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert dry.returncode == 0, dry.stderr[-3000:]
-        return dry.stdout.split("rule encode_text:")[1].split("resources:")[1].splitlines()[0]
-
-    assert "gpu=0" in dry_run_resources("cpu")
-    assert "gpu=1" in dry_run_resources("auto")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "1",
-            "--directory",
-            str(tmp_path),
-            "--snakefile",
-            str(tmp_path / "Snakefile"),
-            "results/t/text/tcga_brca/minilm.pt",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = (tmp_path / "logs/t/encode_text/tcga_brca/minilm.log").read_text()
-    assert "claimed cuda:0 (physical GPU 0, simulated" in log and "released cuda:0" in log

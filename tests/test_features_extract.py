@@ -231,21 +231,11 @@ def test_slide_without_patches_gets_empty_feature_files(aperio_slide, coords_sub
     assert torch.load(tmp_path / "f.pt", weights_only=True).shape == (0, 1024)
 
 
-def test_device_claims(monkeypatch, tmp_path):
-    from hmf.devices import claimed_device
-
+def test_extraction_outside_a_job_resolves_its_device_unclaimed(monkeypatch, tmp_path):
     monkeypatch.setenv("HMF_GPU_LOCK_DIR", str(tmp_path / "locks"))
-    with claimed_device("cpu") as device:
-        assert device.type == "cpu"
-    monkeypatch.setenv("HMF_FAKE_GPUS", "1")  # a simulated card is locked, the work stays on the CPU
-    with claimed_device("auto") as device:
-        assert device.type == "cpu"
-        assert (tmp_path / "locks" / "gpu0.lock").exists()
-    monkeypatch.setenv("HMF_FAKE_GPUS", "0")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="features.device=cuda"):
-            with claimed_device("cuda", key="features.device"):
-                pass
+    monkeypatch.setenv("HMF_FAKE_GPUS", "1")  # a simulated card computes on the CPU, unlocked
+    assert resolve_device("auto", key="features.device").type == "cpu"
+    assert not (tmp_path / "locks").exists()
 
 
 def test_torchscript_cpu_path_matches_eager(aperio_slide, coords_subset):
@@ -327,7 +317,7 @@ def test_every_schema_default_is_accepted():
 
 
 def _has_cpu_bf16() -> bool:
-    from hmf.devices import bf16_unsupported
+    from hmf.precision import bf16_unsupported
 
     return bf16_unsupported(torch.device("cpu")) is None
 
@@ -340,14 +330,14 @@ def test_precision_setting_is_validated():
 
 
 def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide, coords_subset, tmp_path, monkeypatch):
-    from hmf import devices
+    from hmf import precision
 
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"fpu", "sse2", "avx2", "avx512f"})
     cpu = torch.device("cpu")
-    assert devices.resolve_precision("auto", cpu) == "fp32"
-    assert devices.resolve_precision("fp32", cpu) == "fp32"
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    assert precision.resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ConfigError, match=r"features.precision=bf16: this CPU has no bf16 instructions"):
-        devices.resolve_precision("bf16", cpu)
+        precision.resolve_precision("bf16", cpu)
     out = tmp_path / "h5_files" / "cmu.h5"
     with pytest.raises(ConfigError, match="features.precision=bf16"):
         extract_features(
@@ -368,10 +358,10 @@ def test_bf16_on_a_cpu_without_bf16_is_an_error_and_auto_falls_back(aperio_slide
         slide_id="cmu",
     )
     assert stats["precision"] == "fp32"
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert devices.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
-    assert devices.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert precision.resolve_precision("bf16", cpu) == "bf16"
 
 
 @pytest.mark.skipif(not _has_cpu_bf16(), reason="this CPU has no bf16 instructions (avx512_bf16, amx_bf16)")

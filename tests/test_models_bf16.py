@@ -9,10 +9,10 @@ import pytest
 import torch
 from synthetic import make_cohort
 
-import hmf.devices as devices
+import hmf.precision as precision
 import hmf.training.slide as slide_module
+from hmf.precision import training_autocast
 from hmf.tasks import get_task
-from hmf.training.loop import _autocast
 from hmf.training.slide import SlideOutputs, train_slide_fold
 
 CPU = torch.device("cpu")
@@ -22,18 +22,18 @@ PROB_TOLERANCE = 0.01
 
 
 def precision_of(mode, device=CPU):
-    with _autocast(device, mode):
+    with training_autocast(device, mode):
         return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
 
 
 @pytest.fixture
 def cpu_with_bf16(monkeypatch):
-    monkeypatch.setattr(devices, "bf16_unsupported", lambda device: None)
+    monkeypatch.setattr(precision, "bf16_unsupported", lambda device: None)
 
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(devices, "bf16_unsupported", lambda device: "this CPU has no bf16 instructions")
+    monkeypatch.setattr(precision, "bf16_unsupported", lambda device: "this CPU has no bf16 instructions")
 
 
 def test_default_keeps_fp32_on_the_cpu(cpu_with_bf16):

@@ -22,18 +22,16 @@ processes with different visibility lists still agree on which card is taken.
 The lock folder is ``$HMF_GPU_LOCK_DIR`` or ``<tmp>/hmf-gpu-locks-<uid>`` (a ``slurm-<job>``
 subfolder inside a SLURM job). It is created with mode 0700 and must belong to the user (or,
 shared on purpose, to root with the sticky bit, like ``/tmp``); anything else is refused, as
-is a lock file that is a symbolic link. Lock descriptors are closed on ``exec`` and in
+is a lock file that is a symbolic link or not a regular file (a FIFO or device would block or
+misbehave; lock files are opened without blocking). Lock descriptors are closed on ``exec`` and in
 children made by ``fork`` (DataLoader workers), so only the claiming process holds the card.
 
 ``HMF_FAKE_GPUS=N`` pretends ``N`` cards are installed (device strings ``cuda:i`` are handed
 out, but CUDA is not touched; :attr:`DeviceClaim.compute_device` is then the CPU): it lets
 the scheduling logic be tested on machines without a GPU.
 
-What a device can compute in is asked here too: :func:`bf16_unsupported` says whether a CPU
-(its ``/proc/cpuinfo`` flags) or a CUDA card runs bfloat16 natively, for the feature
-extraction's ``features.precision`` (:func:`resolve_precision`, :func:`autocast_for`) and the
-training's ``training.bf16``. Torch is imported only by the functions that need it, so the
-workflow can read this module when it parses the rules.
+Torch is imported only by the functions that need it, so the workflow can read this module
+when it parses the rules. What a device computes in (bfloat16 or not) is :mod:`hmf.precision`'s.
 """
 
 from __future__ import annotations
@@ -48,9 +46,10 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
 from hmf.config import ConfigError
 
@@ -64,9 +63,6 @@ LOCK_DIR_ENV = "HMF_GPU_LOCK_DIR"
 VOCABULARY = "auto, cpu, cuda or cuda:<index>"
 _PREFERENCE = re.compile(r"^(auto|cpu|cuda(?::(\d+))?)$")
 POLL_INTERVAL_S = 0.5
-# /proc/cpuinfo flags of the instructions oneDNN's bf16 kernels run on (x86: AVX512_BF16 and
-# AMX; Arm: the BF16 extension). Without them, bf16 is emulated and slower than fp32.
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 class DeviceError(RuntimeError):
@@ -265,10 +261,26 @@ def _lock_file_name(physical_id: str) -> str:
     return "gpu" + re.sub(r"[^A-Za-z0-9_.-]", "_", physical_id) + ".lock"
 
 
+def _not_regular(path: Path) -> DeviceError:
+    return DeviceError(f"GPU lock file {path} is not a regular file; remove it")
+
+
 def _open_lock(path: Path) -> tuple[int, bool]:
     """An fd on the lock file (never through a symlink, closed on exec) and whether to record
-    the holder in it (only in a plain file of ours, never in another user's or a hard link)."""
-    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    the holder in it (only in a plain file of ours, never in another user's or a hard link).
+
+    Opening never blocks: a FIFO or device planted under the lock file's name is refused from
+    its ``lstat``, and the open itself is non-blocking (``O_NONBLOCK``; opening a FIFO for
+    reading would otherwise wait for a writer, past any claim timeout) in case one is planted
+    in between."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+            raise _not_regular(path)
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
     except PermissionError:
@@ -284,7 +296,8 @@ def _open_lock(path: Path) -> tuple[int, bool]:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise DeviceError(f"GPU lock file {path} is not a regular file; remove it")
+        raise _not_regular(path)
+    os.set_blocking(fd, True)  # a regular file: back to ordinary writes of the holder line
     os.set_inheritable(fd, False)
     own_plain_file = info.st_uid == os.getuid() and info.st_nlink == 1
     writable = own_plain_file and (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDWR
@@ -323,10 +336,9 @@ def _check_index(preference: str, index: int, visible: VisibleDevices) -> None:
         )
 
 
-def unclaimed_device(preference: str) -> str:
-    """The device a preference names, without claiming it: for benchmarks and interactive use
-    (jobs use :func:`claim_device`). ``auto`` and ``cuda`` name the first visible GPU; a
-    simulated card names the CPU."""
+def _unclaimed(preference: str) -> str:
+    """The device a preference names, without claiming it. ``auto`` and ``cuda`` name the first
+    visible GPU; a simulated card names the CPU."""
     kind, index = parse_preference(preference)
     if kind == "cpu":
         return "cpu"
@@ -347,6 +359,7 @@ def claim_device(
     gpus: int | None = None,
 ) -> DeviceClaim:
     """Claim a device for this process: a visible GPU exclusively (waiting while it is taken), or the CPU.
+    Jobs claim through :func:`torch_job`; this is its lower step.
 
     ``preference``: ``auto``, ``cpu``, ``cuda`` or ``cuda:<i>`` (see the module docstring).
     ``gpus``: the GPUs the job asked Snakemake for (its ``resources: gpu``); with 0, ``auto``
@@ -413,86 +426,56 @@ def _named(key: str | None, preference: str, err: Exception) -> Exception:
 
 
 def resolve_device(preference: str, key: str | None = None) -> torch.device:
-    """The torch device a preference names, unclaimed (benchmarks and interactive use; jobs use
-    :func:`claimed_device`); with ``key``, an unknown or missing device is a ConfigError naming it."""
+    """The torch device a preference names, unclaimed: for code outside a workflow job
+    (benchmarks, interactive use, a library call given ``auto``); jobs use :func:`torch_job`.
+    With ``key``, an unknown or missing device is a ConfigError naming it."""
     import torch
 
     try:
-        return torch.device(unclaimed_device(preference))
+        return torch.device(_unclaimed(preference))
     except (ValueError, RuntimeError) as err:
         raise _named(key, preference, err) from None
+
+
+S = TypeVar("S")
+
+
+@dataclass
+class TorchJob(Generic[S]):
+    """What :func:`torch_job` sets up: the job's settings section, the claimed device to compute
+    on, and the stream for its progress bars."""
+
+    settings: S
+    device: torch.device
+    progress_file: TextIO  # the rule's log (appended), or stderr
 
 
 @contextlib.contextmanager
-def claimed_device(preference: str, gpus: int | None = None, key: str | None = None):
-    """The torch device to compute on, claimed with :func:`claim_device` (the card's lock is
-    held while the block runs; a simulated card computes on the CPU). ``gpus``: the GPUs the
-    job asked Snakemake for; with ``key``, a device that cannot be had is a ConfigError naming it."""
+def torch_job(
+    snakemake: Any, section: str, settings: Callable[[Any], S], set_threads: bool = False
+) -> Iterator[TorchJob[S]]:
+    """Set up every workflow job that computes with torch (feature extraction, text encoding,
+    training, prediction), in this order: the rule's log (:func:`hmf.logs.setup_logging`, so any
+    failure after it is written there); the settings, ``settings(section)`` of the config section
+    as the job sees it (:func:`hmf.settings.job_section`: the keys that change outputs from the
+    rule's params, the run-time keys such as the device from the config);
+    with ``set_threads``, torch's threads to the job's ``threads``; then the device named by the
+    settings' ``device``, claimed with :func:`claim_device` for the GPUs the job asked Snakemake
+    for (``resources: gpu``) and held until the block ends. A device that cannot be had is a
+    ConfigError naming ``<section>.device``; a simulated card computes on the CPU."""
+    from hmf.logs import progress_stream, setup_logging
+    from hmf.settings import job_section
+
+    log_file = snakemake.log[0] if snakemake.log else None
+    setup_logging(log_file)
+    chosen = settings(job_section(snakemake, section))
     import torch
 
+    if set_threads:
+        torch.set_num_threads(snakemake.threads)
     try:
-        claim = claim_device(preference, gpus=gpus)
+        claim = claim_device(chosen.device, gpus=snakemake.resources.get("gpu", 0))
     except (ValueError, RuntimeError) as err:
-        raise _named(key, preference, err) from None
+        raise _named(f"{section}.device", chosen.device, err) from None
     with claim:
-        yield torch.device(claim.compute_device)
-
-
-# -- bfloat16 --------------------------------------------------------------------------------
-
-
-def cpu_flags() -> set[str]:
-    """The feature flags of this CPU (``/proc/cpuinfo``); empty where the file does not exist."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                name, _, value = line.partition(":")
-                if name.strip().lower() in ("flags", "features"):  # x86 | Arm
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
-
-
-def bf16_unsupported(device: torch.device) -> str | None:
-    """Why ``device`` cannot run bf16 natively, or None when it can."""
-    import torch
-
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return None
-        return f"CUDA device {device} ({torch.cuda.get_device_name(device)}) has no native bf16"
-    if device.type == "cpu":
-        if set(CPU_BF16_FLAGS) & cpu_flags():
-            return None
-        return (
-            "this CPU has no bf16 instructions (none of the /proc/cpuinfo flags "
-            f"{', '.join(CPU_BF16_FLAGS)}); torch's CPU capability is "
-            f"{torch.backends.cpu.get_cpu_capability()}"
-        )
-    return f"device {device} is not a CPU or a CUDA device"
-
-
-def resolve_precision(requested: str, device: torch.device, key: str = "features.precision") -> str:
-    """``fp32`` or ``bf16`` for a requested ``fp32``, ``bf16`` or ``auto`` on ``device``: ``auto``
-    takes bf16 where the hardware runs it natively; an explicit ``bf16`` where it does not is a
-    ConfigError naming ``key``."""
-    if requested == "fp32":
-        return "fp32"
-    if requested not in ("bf16", "auto"):
-        raise ValueError(f"{key}={requested!r}: not fp32, bf16 or auto")
-    reason = bf16_unsupported(device)
-    if requested == "auto":
-        return "fp32" if reason else "bf16"
-    if reason:
-        raise ConfigError(f"{key}=bf16: {reason}. Use fp32, or auto to take bf16 only where the hardware has it")
-    return "bf16"
-
-
-def autocast_for(device: torch.device, precision: str):
-    """The context a model runs under in ``precision``: bfloat16 autocast for ``bf16``, none for ``fp32``."""
-    import torch
-
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        yield TorchJob(chosen, torch.device(claim.compute_device), progress_stream(log_file))

@@ -1,21 +1,22 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.logs import setup_logging
+from hmf.devices import torch_job
+from hmf.features.settings import runtime_settings
+from hmf.settings import job_section
 
-setup_logging(snakemake.log[0])  # noqa: F821
+with torch_job(snakemake, "features", lambda features: runtime_settings(**features)) as job:
+    from hmf.features.extract import extract_features  # torch is imported once the log is set up
 
-from hmf.features.extract import extract_features  # noqa: E402  (torch import after logging is set)
-
-extract_features(
-    snakemake.input.slide,
-    snakemake.input.coords,
-    snakemake.output.h5,
-    snakemake.output.pt,
-    dict(snakemake.params.features),
-    slide_id=snakemake.wildcards.slide,
-    mpp=snakemake.params.mpp,
-    stats_json=snakemake.output.stats,
-    log_file=snakemake.log[0],
-    threads=snakemake.threads,
-    gpus=snakemake.resources.get("gpu", 0),
-)
+    extract_features(
+        snakemake.input.slide,
+        snakemake.input.coords,
+        snakemake.output.h5,
+        snakemake.output.pt,
+        job_section(snakemake, "features"),
+        slide_id=snakemake.wildcards.slide,
+        mpp=snakemake.params.mpp,
+        stats_json=snakemake.output.stats,
+        log_file=snakemake.log[0],
+        threads=snakemake.threads,
+        device=job.device,
+    )

@@ -8,7 +8,7 @@ inside the stream (OpenSlide and PIL release the GIL) leaves no reader process c
 the model for the cores; measured on 2 cores, this is about 10% faster than a reader process
 feeding a 2-thread model. Readers hand over uint8 pixels and the normalisation runs per batch
 (``Encoder.normalize``). The model runs channels-last under ``torch.inference_mode``, in fp32
-or under bfloat16 autocast (``features.precision``, see :func:`hmf.devices.resolve_precision`).
+or under bfloat16 autocast (``features.precision``, see :func:`hmf.precision.resolve_precision`).
 
 The batches are written into one (N, dim) float32 matrix, the only copy of a slide's features.
 """
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hmf.devices import autocast_for
 from hmf.features.encoders import Encoder
 from hmf.features.settings import RuntimeSettings
+from hmf.precision import autocast_for
 from hmf.wsi.slide import Slide
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def encode_patches(
 
     ``model``: the encoder already made ready by :func:`prepare_model` (else done here);
     ``on_batch(done)`` is called after each batch with the number of patches encoded so far;
-    ``precision``: ``fp32`` or ``bf16`` (already resolved, see :func:`hmf.devices.resolve_precision`).
+    ``precision``: ``fp32`` or ``bf16`` (already resolved, see :func:`hmf.precision.resolve_precision`).
     Batches are the same whatever the number of streams or workers: patches ``[k*B, (k+1)*B)``.
     The batches are written into one (N, dim) matrix, the only copy of the features.
     """

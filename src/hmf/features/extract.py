@@ -25,11 +25,12 @@ from typing import Any
 import torch
 
 from hmf.atomic import remove_stale_parts, write_json
-from hmf.devices import claimed_device, resolve_precision
+from hmf.devices import resolve_device
 from hmf.features.encoders import Encoder, build_encoder
 from hmf.features.engine import PatchDataset, describe_layout, encode_patches
 from hmf.features.io import write_feature_files
 from hmf.features.settings import EncoderSettings, resolve_features
+from hmf.precision import resolve_precision
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import open_slide
 
@@ -75,14 +76,15 @@ def extract_features(
     stats_json: str | os.PathLike | None = None,
     log_file: str | None = None,
     threads: int | None = None,
-    gpus: int | None = None,
+    device: torch.device | str | None = None,
 ) -> dict:
     """Encode every patch listed in ``patches_h5`` and write the feature files of one slide.
 
     ``features`` is the ``features:`` config section (filled by the schema here); ``threads`` the job's thread count
     (used when ``features.num_threads`` is 0); with ``log_file`` (the rule's log, already set
-    up by :func:`hmf.logs.setup_logging`) the progress bar goes to the log as lines; ``gpus``
-    the GPUs the job asked Snakemake for (see :func:`hmf.devices.claimed_device`).
+    up by :func:`hmf.logs.setup_logging`) the progress bar goes to the log as lines; ``device``
+    the device the job claimed (:func:`hmf.devices.torch_job`); None (outside a job) takes the
+    one ``features.device`` names, unclaimed.
     Returns the stats (also written to ``stats_json`` when given).
     """
     start = time.perf_counter()
@@ -90,6 +92,7 @@ def extract_features(
     out_h5, out_pt = Path(out_h5), Path(out_pt)
     for path in (out_h5, out_pt):
         remove_stale_parts(path)  # an earlier, killed run's temporary files
+    device = resolve_device(runtime.device, key="features.device") if device is None else torch.device(device)
     coords, coords_attrs = read_coords(patches_h5)
     slide_id = slide_id or str(coords_attrs.get("name") or Path(slide_path).stem)
     n_threads = runtime.num_threads or threads or 0
@@ -103,20 +106,19 @@ def extract_features(
     # With a log file the bar goes through logging, else to stderr as a terminal bar.
     stream = _LogStream(logging.getLogger("hmf.features.progress")) if log_file else None
     try:
-        with claimed_device(runtime.device, gpus, key="features.device") as device:
-            precision = resolve_precision(runtime.precision, device)
-            log.info(
-                "slide %s: %d patches, encoder %s (%s), device %s, %s",
-                slide_id,
-                len(coords),
-                encoder.name,
-                encoder.weights,
-                device,
-                describe_layout(runtime, device, len(coords), precision),
-            )
-            encode_start = time.perf_counter()
-            feats = encode_patches(encoder, dataset, device, runtime, progress=stream, precision=precision)
-            encode_seconds = time.perf_counter() - encode_start
+        precision = resolve_precision(runtime.precision, device)
+        log.info(
+            "slide %s: %d patches, encoder %s (%s), device %s, %s",
+            slide_id,
+            len(coords),
+            encoder.name,
+            encoder.weights,
+            device,
+            describe_layout(runtime, device, len(coords), precision),
+        )
+        encode_start = time.perf_counter()
+        feats = encode_patches(encoder, dataset, device, runtime, progress=stream, precision=precision)
+        encode_seconds = time.perf_counter() - encode_start
     finally:
         slide.close()
     write_feature_files(

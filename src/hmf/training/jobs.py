@@ -1,5 +1,5 @@
-"""What every workflow job that runs a model sets up first: the rule's log, the task, the
-``training:`` settings, torch's threads and a claimed device (a GPU held with its lock).
+"""What every workflow job that runs a model sets up first: :func:`hmf.devices.torch_job` with
+the ``training:`` settings (the rule's log, torch's threads, a claimed device), and the task.
 
 The scripts stay a call into the package with their ``snakemake`` object:
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from hmf.logs import progress_stream, setup_logging
+from hmf.devices import torch_job
 from hmf.tasks import Task, get_task
 from hmf.training.settings import TrainingSettings, training_settings
 
@@ -37,13 +37,5 @@ def model_job(snakemake: Any) -> Iterator[ModelJob]:
     """Set up a model job from its ``snakemake`` object (``log``, ``threads``, ``resources.gpu``
     and ``params: task, classes, training``) and hold its device until the block ends. The log
     is set up first, so that any failure after it is written there."""
-    setup_logging(snakemake.log[0])
-    import torch
-
-    from hmf.devices import claim_device
-
-    training = training_settings(snakemake.params.training)
-    task = job_task(snakemake)
-    torch.set_num_threads(snakemake.threads)
-    with claim_device(training.device, gpus=snakemake.resources.get("gpu", 0)) as claim:
-        yield ModelJob(task, training, claim.compute_device, progress_stream(snakemake.log[0]))
+    with torch_job(snakemake, "training", training_settings, set_threads=True) as job:
+        yield ModelJob(job_task(snakemake), job.settings, str(job.device), job.progress_file)

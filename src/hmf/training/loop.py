@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hmf.atomic import atomic_path, write_csv
 from hmf.evaluation.metrics import metric, scores
+from hmf.precision import training_autocast
 
 if TYPE_CHECKING:
     from hmf.training.hparams import HyperParameters
@@ -98,33 +99,6 @@ def _to_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
 
 
-def _autocast(device: torch.device, enabled: bool | str):
-    """The precision context of a step, from ``FitConfig.bf16`` (``training.bf16``):
-
-    - ``cuda`` (or ``True``): bf16 autocast on CUDA, fp32 on the CPU;
-    - ``auto``: bf16 on CUDA and on a CPU with native bf16 (AVX-512-BF16 or AMX), else fp32;
-    - ``always``: bf16 on CUDA and on the CPU; a CPU without native bf16 is an error;
-    - ``false`` (or ``False``): fp32 everywhere.
-    """
-    mode = "cuda" if enabled is True else "false" if enabled is False else str(enabled).strip().lower()
-    if mode not in ("cuda", "auto", "always", "false"):
-        raise ValueError(f"training.bf16={enabled!r}: use cuda, auto, always or false")
-    if mode != "false" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if mode in ("auto", "always") and device.type == "cpu":
-        from hmf.devices import bf16_unsupported  # the one owner of the hardware check
-
-        reason = bf16_unsupported(device)
-        if reason is None:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        if mode == "always":
-            raise ValueError(
-                f"training.bf16=always: {reason}. Use auto to train in bf16 only where "
-                "the CPU has it, or cuda/false for fp32 on the CPU"
-            )
-    return torch.autocast(device.type, enabled=False)
-
-
 def _subsample(inputs: dict[str, Any], max_patches: int | None, generator: torch.Generator) -> dict[str, Any]:
     """A random subset of a large training bag's patches (features and coords together)."""
     feats = inputs.get("features")
@@ -152,7 +126,7 @@ def predict(
     model.eval()
     out: dict[str, list[np.ndarray]] = {"probs": [], **{k: [] for k in keys}}
     for item in items:
-        with _autocast(device, bf16):
+        with training_autocast(device, bf16):
             result = model(**_to_device(item.load(), device))
         logits = result["logits"].float()
         out["probs"].append(torch.softmax(logits, dim=-1).cpu().numpy())
@@ -171,7 +145,7 @@ def validation_scores(model, items: list[Item], context: dict, device: torch.dev
     losses, probs = [], []
     with torch.no_grad():
         for item in items:
-            with _autocast(device, bf16):
+            with training_autocast(device, bf16):
                 result = model(**_to_device(item.load(), device))
                 loss = model.loss(result, torch.tensor(item.label, device=device), context)
             losses.append(float(loss))
@@ -250,7 +224,7 @@ def fit(
         for step, index in enumerate(order, start=1):
             item = train_items[index]
             inputs = _to_device(_subsample(item.load(), cfg.max_patches, shuffle), device)
-            with _autocast(device, cfg.bf16):
+            with training_autocast(device, cfg.bf16):
                 result = model(**inputs)
                 loss = model.loss(result, torch.tensor(item.label, device=device), context)
             if not torch.isfinite(loss):
