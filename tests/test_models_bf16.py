@@ -68,7 +68,7 @@ def cohort(tmp_path_factory):
 
 
 def _train(cohort, folder, model, bf16, monkeypatch) -> pd.DataFrame:
-    # training.bf16 as the fold's FitConfig carries it (the recipe's mixed_precision decides
+    # training.bf16 as the fold's FitConfig (hmf.training.hparams) carries it (the recipe's mixed_precision decides
     # whether a model takes part; here both models do).
     real_resolve = slide_module.resolve
 

@@ -1,6 +1,11 @@
 """Hyperparameters of one training run: a model's own recipe (its paper's, from
 ``hmf.models.registry``), then the config's per-model overrides, then the ``training:``
-section on top (seed, monitor, global caps on epochs and patience)."""
+section on top (seed, monitor, global caps on epochs and patience).
+
+Two settings types with distinct jobs: :class:`hmf.training.settings.TrainingSettings` is the
+``training:`` section as the config gives it (one per job); :class:`HyperParameters` is one
+model's resolved recipe for one run, built here by :func:`resolve`, whose ``fit`` part
+(:class:`FitConfig`) is what the training loop (``hmf.training.loop``) reads."""
 
 from __future__ import annotations
 
@@ -9,10 +14,25 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hmf.training.loop import FitConfig
 from hmf.training.settings import TrainingSettings, training_settings
 
 MERGED_KEYS = ("model", "optimizer", "scheduler")  # overridden key by key
+
+
+@dataclass
+class FitConfig:
+    """How one model is fitted (the loop's part of :class:`HyperParameters`): its recipe's epochs,
+    patience, accumulation, clipping and precision merged with the ``training:`` settings."""
+
+    epochs: int
+    patience: int
+    accumulation: int
+    grad_clip: float | None
+    monitor: str
+    min_epochs: int
+    seed: int
+    bf16: bool | str  # training.bf16: cuda (= True), auto, always or false; see hmf.precision.training_autocast
+    max_patches: int | None
 
 
 @dataclass

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,9 +28,7 @@ from tqdm import tqdm
 from hmf.atomic import atomic_path, write_csv
 from hmf.evaluation.metrics import metric, scores
 from hmf.precision import training_autocast
-
-if TYPE_CHECKING:
-    from hmf.training.hparams import HyperParameters
+from hmf.training.hparams import FitConfig, HyperParameters
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +44,6 @@ class Item:
 
     def load(self) -> dict[str, Any]:
         return self.inputs() if callable(self.inputs) else self.inputs
-
-
-@dataclass
-class FitConfig:
-    """How one model is fitted: its recipe merged with the ``training:`` settings (hmf.training.hparams)."""
-
-    epochs: int
-    patience: int
-    accumulation: int
-    grad_clip: float | None
-    monitor: str
-    min_epochs: int
-    seed: int
-    bf16: bool | str  # training.bf16: cuda (= True), auto, always or false; see _autocast
-    max_patches: int | None
 
 
 @dataclass
