@@ -35,17 +35,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmf.demo.sources import aperio_slide
 from hmf.demo.writer import write_pyramid_tiff
 from hmf.devices import resolve_device
 from hmf.features.encoders import build_encoder
 from hmf.features.engine import PatchDataset, describe_layout, encode_patches, prepare_model
 from hmf.features.settings import encoder_settings, runtime_settings
-from hmf.features.standalone import StandalonePreprocessing
 from hmf.precision import bf16_unsupported
-from hmf.sources import aperio_slide
 from hmf.wsi.patching import read_coords
 from hmf.wsi.slide import open_slide
 from hmf.wsi.steps import run_patching, run_segmentation
+
+# The tests' harness that runs the preprocessing rules on their own (tests/standalone.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from standalone import StandalonePreprocessing  # noqa: E402
 
 GFLOP_PER_PATCH = 6.56  # ResNet-50 up to layer3 at 224 x 224 (3.28 GMAC)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

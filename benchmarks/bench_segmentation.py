@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hmf.demo.sources import aperio_slide
 from hmf.demo.writer import write_pyramid_tiff
-from hmf.sources import aperio_slide
 from hmf.wsi.patching import patch_slide
 from hmf.wsi.presets import resolve_preprocessing
 from hmf.wsi.segmentation import segment_slide

@@ -5,22 +5,25 @@
 #   snakemake --cores all report_inputs
 #   snakemake report_inputs --report report.html
 
-from hmf.report.qc import picture_labels
-from hmf.report.selection import fold_test_patients, heatmap_jobs
+from hmf.report.qc_review import picture_labels
+from hmf.report.selection import heatmap_jobs
 
 REPORT = config["report"]  # validated and filled by the Snakefile
 
 # Heatmaps are drawn over the slides with the patch files this workflow writes, so not from
-# precomputed features. Folds that cannot be made (too few patients per class) fail the
-# targets that need them, through `labelled()`, not a features-only run.
+# precomputed features; each slide by the model of the fold of the first repeat that tested it.
+# The folds are checked in common.smk (PARSE_FOLDS is empty when they cannot be made).
 HEATMAP_JOBS = []
-if any(model_info("slide", m).heatmaps for m in SLIDE_MODELS) and not PRECOMPUTED and not LABEL_ERRORS:
+if any(model_info("slide", m).heatmaps for m in SLIDE_MODELS) and not PRECOMPUTED and PARSE_FOLDS:
     try:
         HEATMAP_JOBS = heatmap_jobs(
-            SHEET, fold_test_patients(SHEET, config["splits"]), REPORT["heatmap_slides"], REPORT["heatmap_per_class"]
+            SHEET,
+            [set(f.loc[f["split"] == "test", "patient_id"]) for f in PARSE_FOLDS[: FOLD_DESIGN.folds_per_repeat]],
+            REPORT["heatmap_slides"],
+            REPORT["heatmap_per_class"],
         )
     except ValueError as err:
-        LABEL_ERRORS.append(f"config splits / report: {err}")
+        LABEL_ERRORS.append(f"config report: {err}")
 
 
 # Outputs per target, fixed at parse time.
@@ -151,7 +154,7 @@ rule qc_review:
     conda:
         "../envs/hmf.yaml"
     params:
-        report=REPORT,
+        report=result_params("report", REPORT, only=("qc_slides", "qc_picture_px", "qc_little_tissue", "qc_patch_z")),
         title=f"{NAME}: QC of every slide",
     script:
         "../workflow/scripts/qc_review.py"

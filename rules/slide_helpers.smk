@@ -2,7 +2,7 @@
 # SLIDE_IDS and PREDICT_SLIDE_IDS (the training and the new slides), _PATHS, _MPP (slide id ->
 # path, µm per pixel or None), FEATURES_DIR and the config's `features` section;
 # rules/common.smk includes this file, and so can a minimal Snakefile that runs preprocess.smk
-# alone (hmf.features.standalone, for the tests and benchmarks/bench_features.py).
+# alone (tests/standalone.py, for the tests and benchmarks/bench_features.py).
 
 from snakemake.exceptions import WorkflowError
 
@@ -10,6 +10,7 @@ from hmf.devices import wants_gpu
 from hmf.features.io import feature_paths
 from hmf.features.threads import extraction_threads
 from hmf.resources import extract_mem_mb, segment_mem_mb
+from hmf.settings import result_params
 
 # A slide's feature files and extraction stats ({slide} wildcard), as hmf.features.io lays them out.
 SLIDE_FEATURES = feature_paths(FEATURES_DIR, "{slide}")

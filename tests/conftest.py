@@ -19,14 +19,14 @@ def sources_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def aperio_slide(sources_dir) -> Path:
-    from hmf.sources import aperio_slide as fetch
+    from hmf.demo.sources import aperio_slide as fetch
 
     return fetch(sources_dir)
 
 
 @pytest.fixture(scope="session")
 def tumour_image(sources_dir) -> Path:
-    from hmf.sources import tumour_region as fetch
+    from hmf.demo.sources import tumour_region as fetch
 
     return fetch(sources_dir)
 

@@ -12,9 +12,12 @@ from sklearn import metrics as skm
 
 from hmf.evaluation.bootstrap import (
     draw_resamples,
+    holm,
     paired_comparison,
+    percentile_interval,
     pool_predictions,
     pooled_summary,
+    resampled_scores,
     two_sided_p,
 )
 from hmf.evaluation.metrics import compute_metrics, evaluate_fold, scores, weighted_auc
@@ -272,7 +275,7 @@ def test_level_table_and_comparison_files(tmp_path, cohort):
     assert "paired bootstrap" in cmd and "two-sided" in cmd
     assert (out / "c.png").read_bytes().startswith(b"\x89PNG")
 
-    from hmf.report.tables import comparison_html, table_html
+    from hmf.report.table_html import comparison_html, table_html
 
     fragment = table_html(out / "slide.csv", "slide")
     assert "<br>" in fragment and "±" in fragment and "Left out" in fragment
@@ -285,3 +288,134 @@ def test_predictions_outside_the_test_part_are_an_error(tmp_path, cohort):
     paths, _ = fold_files(tmp_path, "hmf", truth, good)
     with pytest.raises(ValueError, match="outside the fold's test part"):
         evaluate_fold(paths[0], tmp_path / "m.json", tmp_path / "c.png", CLASSES, True, expected_ids=["s000"])
+
+
+# -- repeated cross-validation ---------------------------------------------------------------
+
+
+def repeated_files(tmp_path, model, truth, probs_per_repeat, n_folds=2):
+    """R repeats of ``n_folds`` predictions files (fold f = fold f % K of repeat f // K), each
+    repeat with its own probabilities and its own assignment of patients to folds."""
+    paths = []
+    for r, probs in enumerate(probs_per_repeat):
+        ids = [f"s{i:03d}" for i in range(len(truth))]
+        for k in range(n_folds):
+            rows = [i for i in range(len(ids)) if (i // 2 + r) % n_folds == k]
+            path = tmp_path / model / f"fold_{r * n_folds + k}" / "predictions.csv"
+            write_predictions([ids[i] for i in rows], [truth[i] for i in rows], probs[rows], CLASSES, path)
+            paths.append(path)
+    return paths, {f"s{i:03d}": f"p{i // 2:03d}" for i in range(len(truth))}
+
+
+def test_repeats_are_pooled_per_repeat_and_averaged(tmp_path, cohort):
+    truth, good, bad = cohort
+    rng = np.random.default_rng(5)
+    repeats = [good, noisy_probs(rng, truth, 0.6), bad]
+    paths, patient_of = repeated_files(tmp_path, "hmf", truth, repeats)
+    frame = pool_predictions(paths, CLASSES, patient_of, folds_per_repeat=2)
+    assert sorted(frame["repeat"].unique()) == [0, 1, 2] and len(frame) == 3 * len(truth)
+    singles = [frame[frame["repeat"] == r].drop(columns="repeat").reset_index(drop=True) for r in range(3)]
+    resamples = draw_resamples(frame["patient_id"], 400, seed=2)
+    metrics = ["accuracy", "f1_macro", "auc", "kappa_quadratic"]
+    row = pooled_summary(frame, CLASSES, True, resamples, metrics)
+    per_repeat = [compute_metrics(single, CLASSES, ordinal=True) for single in singles]
+    assert row["repeats"] == 3 and row["n"] == len(truth)
+    for m in metrics:
+        values = [p[m] for p in per_repeat]
+        assert row[f"{m}_pooled"] == pytest.approx(np.mean(values))
+        assert (row[f"{m}_pooled_min"], row[f"{m}_pooled_max"]) == (
+            pytest.approx(min(values)),
+            pytest.approx(max(values)),
+        )
+        # The interval of the mean over repeats: every repeat scored on the same patient draws.
+        boot = np.mean([resampled_scores(single, CLASSES, True, resamples)[m] for single in singles], axis=0)
+        low, high, kept = percentile_interval(boot)
+        assert (row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_resamples"]) == (
+            pytest.approx(low),
+            pytest.approx(high),
+            kept,
+        )
+    # Scoring the repeats on independent draws would give another (here: narrower) interval.
+    independent = [draw_resamples(frame["patient_id"], 400, seed=10 + r) for r in range(3)]
+    shuffled = np.mean(
+        [resampled_scores(single, CLASSES, True, res)["accuracy"] for single, res in zip(singles, independent)], axis=0
+    )
+    assert percentile_interval(shuffled)[:2] != pytest.approx((row["accuracy_ci_low"], row["accuracy_ci_high"]))
+
+
+def test_one_repeat_is_the_single_cross_validation(tmp_path, cohort):
+    truth, good, _ = cohort
+    paths, patient_of = fold_files(tmp_path, "hmf", truth, good)
+    resamples = draw_resamples(patient_of.values(), 300, seed=0)
+    once = pool_predictions(paths, CLASSES, patient_of)
+    as_repeat = pool_predictions(paths, CLASSES, patient_of, folds_per_repeat=2)
+    a = pooled_summary(once, CLASSES, True, resamples, ["accuracy", "auc"])
+    b = pooled_summary(as_repeat, CLASSES, True, resamples, ["accuracy", "auc"])
+    assert a == b and a["repeats"] == 1
+    # pooled over the two folds: the point value is the value of all predictions at once
+    assert a["accuracy_pooled"] == compute_metrics(once, CLASSES, True)["accuracy"]
+    # two identical repeats: the same value and interval as one
+    twice = pool_predictions([*paths, *paths], CLASSES, patient_of, folds_per_repeat=2)
+    c = pooled_summary(twice, CLASSES, True, resamples, ["accuracy", "auc"])
+    for key in ("accuracy_pooled", "accuracy_ci_low", "accuracy_ci_high", "auc_pooled", "auc_ci_high"):
+        assert c[key] == pytest.approx(a[key])
+    assert c["repeats"] == 2 and c["accuracy_pooled_min"] == c["accuracy_pooled_max"]
+
+
+def test_a_repeat_tests_each_id_once(tmp_path, cohort):
+    truth, good, _ = cohort
+    paths, patient_of = fold_files(tmp_path, "hmf", truth, good)
+    with pytest.raises(ValueError, match="more than one test fold .* of a repeat must partition"):
+        pool_predictions([paths[0], paths[0], *paths], CLASSES, patient_of, folds_per_repeat=2)
+    with pytest.raises(ValueError, match="not whole repeats of 2 folds"):
+        pool_predictions([*paths, paths[0]], CLASSES, patient_of, folds_per_repeat=2)
+
+
+def test_paired_comparison_over_repeats(tmp_path, cohort):
+    truth, good, bad = cohort
+    rng = np.random.default_rng(7)
+    frames = {}
+    for model, probs in (
+        ("hmf", [good, noisy_probs(rng, truth, 0.8)]),
+        ("meanpool", [bad, noisy_probs(rng, truth, 0.5)]),
+    ):
+        paths, patient_of = repeated_files(tmp_path, model, truth, probs)
+        frames[model] = pool_predictions(paths, CLASSES, patient_of, folds_per_repeat=2)
+    resamples = draw_resamples(patient_of.values(), 300, seed=0)
+    row = paired_comparison(frames, "hmf", CLASSES, True, resamples, ["f1_macro"]).iloc[0]
+    per_repeat = [
+        compute_metrics(frames["meanpool"][frames["meanpool"]["repeat"] == r], CLASSES, True)["f1_macro"]
+        - compute_metrics(frames["hmf"][frames["hmf"]["repeat"] == r], CLASSES, True)["f1_macro"]
+        for r in range(2)
+    ]
+    assert row["repeats"] == 2 and row["n"] == len(truth)
+    assert row["difference"] == pytest.approx(np.mean(per_repeat))
+    assert (row["difference_min"], row["difference_max"]) == (
+        pytest.approx(min(per_repeat)),
+        pytest.approx(max(per_repeat)),
+    )
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"] < 0
+
+
+def test_holm_adjustment():
+    adjusted = holm([0.01, 0.04, 0.03, np.nan])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # one comparison: unchanged
+
+
+def test_comparison_rows_carry_holm_within_each_metric(tmp_path, cohort):
+    truth, good, bad = cohort
+    frames = {}
+    for model, probs in (("hmf", good), ("meanpool", bad), ("copy", good), ("pn_like", np.eye(4)[good.argmax(1)])):
+        paths, patient_of = fold_files(tmp_path, model, truth, probs)
+        frames[model] = pool_predictions(paths, CLASSES, patient_of)
+    resamples = draw_resamples(patient_of.values(), 300, seed=0)
+    rows = paired_comparison(frames, "hmf", CLASSES, True, resamples, ["f1_macro", "auc"])
+    for _, part in rows.groupby("metric"):
+        finite = part["p_value"].notna()
+        assert (part["comparisons"] == finite.sum()).all()
+        assert part.loc[finite, "p_holm"].to_numpy() == pytest.approx(holm(part.loc[finite, "p_value"].to_numpy()))
+        assert (part["p_holm"][finite] >= part["p_value"][finite]).all()
+    assert rows.set_index(["model", "metric"]).loc[("meanpool", "f1_macro"), "comparisons"] == 3
+    assert rows.set_index(["model", "metric"]).loc[("meanpool", "auc"), "comparisons"] == 2  # pn_like has no AUC

@@ -8,9 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hmf.data.splits import FoldDesign
+from hmf.evaluation.bootstrap import holm
 from hmf.evaluation.metrics import evaluate_fold
 from hmf.evaluation.predictions import write_predictions
-from hmf.evaluation.tables import build_tables, format_cell, summarise
+from hmf.evaluation.tables import (
+    build_tables,
+    format_cell,
+    format_pooled,
+    summarise,
+    write_level_comparison,
+    write_level_table,
+)
 
 CLASSES = ["neg", "pos"]
 
@@ -132,3 +141,123 @@ def test_inconsistent_or_missing_inputs_are_rejected(paths, tmp_path):
         summarise({"hmf": paths["hmf"]}, metrics=["accuracy", "speed"])
     with pytest.raises(ValueError, match="without metrics files"):
         summarise({"hmf": paths["hmf"]}, model_order=["hmf", "dsmil"])
+
+
+def repeated_run(tmp_path, models, n_patients=24, repeats=2, k=2, rare=False):
+    """Predictions and metrics files of R repeats of K folds per model (fold f = fold f % K of
+    repeat f // K), one slide per patient, and the sample sheet."""
+    rng = np.random.default_rng(3)
+    classes = ["x", "y", "z"]
+    truth = np.tile([0, 1, 2], n_patients // 3)
+    if rare:
+        truth[truth == 2] = 0
+        truth[:2] = 2  # class z: 2 patients
+    ids = [f"s{i:02d}" for i in range(n_patients)]
+    preds, metrics = {}, {}
+    for model, skill in models.items():
+        preds[model], metrics[model] = [], []
+        for r in range(repeats):
+            probs = rng.dirichlet([1, 1, 1], size=n_patients)
+            probs[np.arange(n_patients), truth] += skill
+            probs /= probs.sum(1, keepdims=True)
+            order = rng.permutation(n_patients)
+            for j in range(k):
+                rows = sorted(order[j::k])
+                base = tmp_path / model / f"fold_{r * k + j}"
+                write_predictions([ids[i] for i in rows], truth[rows], probs[rows], classes, base / "predictions.csv")
+                evaluate_fold(base / "predictions.csv", base / "metrics.json", base / "confusion.png", classes, True)
+                preds[model].append(base / "predictions.csv")
+                metrics[model].append(base / "metrics.json")
+    sheet = pd.DataFrame(
+        {"slide_id": ids, "patient_id": ids, "path": "", "slide_label": "", "patient_label": "", "node": "", "mpp": ""}
+    )
+    sheet.to_csv(tmp_path / "sheet.csv", index=False)
+    return classes, preds, metrics
+
+
+def test_table_over_repeats_reports_mean_and_range(tmp_path):
+    classes, preds, metrics = repeated_run(tmp_path, {"hmf": 1.0, "meanpool": 0.2}, repeats=3)
+    design = FoldDesign(2, repeats=3, seed=0)
+    out = tmp_path / "tables"
+    summary = write_level_table(
+        metrics,
+        preds,
+        tmp_path / "sheet.csv",
+        "patient",
+        classes,
+        True,
+        out / "p.csv",
+        out / "p.md",
+        out / "p.png",
+        "patients",
+        {"resamples": 200, "seed": 0},
+        design=design,
+    )
+    row = summary.set_index("model").loc["hmf"]
+    assert row["folds"] == 6 and row["repeats"] == 3 and row["n"] == 24
+    per_repeat = []
+    for r in range(3):
+        frames = [pd.read_csv(path) for path in preds["hmf"][2 * r : 2 * r + 2]]
+        pooled = pd.concat(frames)
+        per_repeat.append((pooled["true_label"] == pooled["pred_label"]).mean())
+    assert row["accuracy_pooled"] == pytest.approx(np.mean(per_repeat))
+    assert row["accuracy_pooled_min"] == pytest.approx(min(per_repeat))
+    assert row["accuracy_pooled_max"] == pytest.approx(max(per_repeat))
+    assert row["accuracy_pooled_ci"] == format_pooled(
+        row["accuracy_pooled"], row["accuracy_ci_low"], row["accuracy_ci_high"], min(per_repeat), max(per_repeat), 3
+    )
+    md = (out / "p.md").read_text()
+    assert "| Folds | Repeats |" in md and ", range " in md
+    assert "the mean over 3 repeats of the pooled out-of-fold value" in md
+    assert "scores every repeat on that draw" in md
+    assert "held fixed" in md and "repeated 3 times (seeds 0-2)" in md and "Pooled AUC ranks together" in md
+    csv = pd.read_csv(out / "p.csv")
+    assert {"repeats", "accuracy_pooled_min", "accuracy_pooled_max"} <= set(csv.columns)
+
+    from hmf.report.table_html import table_html
+
+    assert "<th" in table_html(out / "p.csv", "t") and "Repeats" in table_html(out / "p.csv", "t")
+
+
+def test_comparison_table_holm_and_footnotes(tmp_path):
+    classes, preds, _ = repeated_run(
+        tmp_path, {"hmf": 1.0, "meanpool": 0.1, "maxpool": 0.3, "abmil": 0.9}, repeats=1, k=2, n_patients=30, rare=True
+    )
+    out = tmp_path / "tables"
+    design = FoldDesign(2, group_by="centre", leave_one_group_out=True)
+    rows = write_level_comparison(
+        preds,
+        tmp_path / "sheet.csv",
+        "patient",
+        classes,
+        True,
+        "hmf",
+        out / "c.csv",
+        out / "c.md",
+        out / "c.png",
+        "cmp",
+        {"resamples": 300, "seed": 1},
+        design=design,
+    )
+    csv = pd.read_csv(out / "c.csv")
+    assert {"p_value", "p_holm", "comparisons"} <= set(csv.columns)
+    for _, part in csv.groupby("metric"):
+        assert part["p_holm"].to_numpy() == pytest.approx(holm(part["p_value"].to_numpy()))
+        assert (part["comparisons"] == 3).all()
+    md = (out / "c.md").read_text()
+    first = rows.iloc[0]
+    assert f"p = {first['p_value']:.3g} (Holm {first['p_holm']:.3g})" in md
+    assert "Holm's step-down method within each metric" in md
+    assert "(F1 3, Kappa 3, AUC 3; 9 comparisons in this table)" in md
+    assert "trained models held fixed" in md
+    assert "Folds: leave one centre out (2 folds" in md
+    kept = int(csv.loc[csv["metric"] == "auc", "resamples"].iloc[0])
+    assert 0 < kept < 300  # with 2 patients of class z, some resamples draw none
+    assert f"AUC kept {kept} of 300 resamples" in md and "calibration" in md
+    assert "Rare class(es): y (9 patients), z (2 patients)." in md and "under-covers" in md
+    assert ", range " not in md  # one repeat: no range
+
+    from hmf.report.table_html import comparison_html
+
+    fragment = comparison_html(out / "c.csv", out / "c.md", "cmp")
+    assert "Holm" in fragment and fragment.count("<tr>") == 4

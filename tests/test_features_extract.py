@@ -514,7 +514,7 @@ def test_extraction_threads_follow_the_patch_count(tmp_path):
 def test_a_large_slide_uses_every_core_and_small_slides_one_each(aperio_slide, tumour_image, tmp_path):
     """With --cores 2: the real slide (50 patches) encodes in 2 streams even though the sample
     sheet has two slides; the small image (at most 16 patches) in one."""
-    from hmf.features.standalone import StandalonePreprocessing
+    from standalone import StandalonePreprocessing
 
     run = StandalonePreprocessing(
         tmp_path,

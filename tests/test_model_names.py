@@ -50,3 +50,15 @@ def test_unknown_names_levels_and_properties_are_refused_by_name():
         model_names("case")
     with pytest.raises(ValueError, match=r"unknown model properties \['needs_gpu'\]"):
         model_names("slide", needs_gpu=True)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_model_classes_say_what_the_names_say(level):
+    """A model class's ``requires_text`` / ``needs_coords`` (what its forward reads) agree with
+    hmf.models.names (what the rules and config checks ask)."""
+    from hmf.models import registry
+
+    for name in model_names(level, trained=True):
+        cls, info = registry.model_class(level, name), model_info(level, name)
+        assert getattr(cls, "requires_text", False) is info.needs_text, name
+        assert getattr(cls, "needs_coords", False) is info.needs_coords, name

@@ -17,7 +17,7 @@ from PIL import Image
 
 from hmf.report.curves import DPI, FIGSIZE, plot_training_curves
 from hmf.report.selection import fold_test_patients, heatmap_jobs
-from hmf.report.tables import table_html
+from hmf.report.table_html import table_html
 
 R = "results/tiny_camelyon17"
 CELL = re.compile(r"\d\.\d{3} ± \d\.\d{3}")
@@ -169,7 +169,7 @@ def qc_set(tmp_path, n_patches, areas, features=None, no_tissue=()):
 
 
 def test_review_flags_and_orders_the_slides_needing_a_look(tmp_path):
-    from hmf.report.qc import ReviewSettings, review_table
+    from hmf.report.qc_review import ReviewSettings, review_table
 
     n = [100, 110, 95, 105, 0, 102, 2000, 98, 101, 7, 99, 103]
     area = [10.0, 11, 9, 10, 0.0, 0.5, 12, 10, 10, 1.2, 10, 10]
@@ -201,7 +201,7 @@ def test_review_flags_and_orders_the_slides_needing_a_look(tmp_path):
 
 
 def test_review_of_a_uniform_cohort_flags_nothing(tmp_path):
-    from hmf.report.qc import ReviewSettings, review_table
+    from hmf.report.qc_review import ReviewSettings, review_table
 
     summary, masks, stitches, files = qc_set(tmp_path, [100] * 6 + [104], [5.0] * 7)
     table = review_table(summary, masks, stitches, files, ReviewSettings(slides=4))
@@ -210,7 +210,7 @@ def test_review_of_a_uniform_cohort_flags_nothing(tmp_path):
 
 
 def test_review_rejects_a_summary_that_does_not_match(tmp_path):
-    from hmf.report.qc import review_table
+    from hmf.report.qc_review import review_table
 
     summary, masks, stitches, files = qc_set(tmp_path, [10, 12], [1.0, 1.0])
     with pytest.raises(ValueError, match="2 slides in the QC summary but 1 masks"):
@@ -220,7 +220,7 @@ def test_review_rejects_a_summary_that_does_not_match(tmp_path):
 
 
 def test_qc_pictures_have_one_fixed_size_and_the_table_lists_every_slide(tmp_path):
-    from hmf.report.qc import ReviewSettings, picture_labels, write_review
+    from hmf.report.qc_review import ReviewSettings, picture_labels, write_review
 
     summary, masks, stitches, files = qc_set(tmp_path, [100, 104, 0, 99, 101], [4.0, 4, 0, 4, 4], no_tissue=(2,))
     summary.to_csv(tmp_path / "summary.csv", index=False)

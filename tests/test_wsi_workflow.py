@@ -1,5 +1,5 @@
 """rules/preprocess.smk run by Snakemake on the real slide and a blank one, through the minimal
-Snakefile of hmf.features.standalone (it defines the names rules/common.smk provides)."""
+Snakefile of tests/standalone.py (it defines the names rules/common.smk provides)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import h5py
 import pandas as pd
 import pytest
 from PIL import Image
-
-from hmf.features.standalone import StandalonePreprocessing
+from standalone import StandalonePreprocessing
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="runs Snakemake with the local executor")

@@ -4,7 +4,7 @@ from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 
-from hmf.report.qc import ReviewSettings, write_review  # noqa: E402
+from hmf.report.qc_review import ReviewSettings, write_review  # noqa: E402
 
 write_review(
     snakemake.input.summary,

