@@ -1,8 +1,10 @@
 """Atomic file output: write under a temporary name in the same folder, then rename.
 
-An interrupted job therefore never leaves a file that looks complete, and a rerun
-starts from scratch for that file: the next write of the same path first removes the
-temporary files a killed writer left behind (only that path's, never a neighbour's).
+An interrupted job therefore never leaves a file that looks complete, and a rerun starts from
+scratch for that file: the next write of the same path first removes the temporary files a
+killed writer left behind (only that path's, never a neighbour's). The file's data is flushed
+to disk before the rename, and its folder after it (the rename is an entry of the folder), so
+after a crash of the machine the file is complete under its name or absent.
 The finished file gets the mode an ordinary ``open()`` would give it (``0666`` less the
 umask), so collaborators on a shared results folder can read it.
 """
@@ -10,6 +12,7 @@ umask), so collaborators on a shared results folder can read it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -60,6 +63,19 @@ def current_umask() -> int:
     return mask
 
 
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush ``folder``'s entries (a rename or a new file in it) to disk. File systems that
+    cannot sync a folder (some network and FUSE ones) are left as they are."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -83,6 +99,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+        fsync_dir(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

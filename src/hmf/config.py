@@ -6,6 +6,18 @@ validator (Draft 2020-12, the same default-filling approach). Values of keys mar
 ``writeOnly: true`` in the schema (names of secrets' variables, where a user may paste the
 secret itself) are never echoed in errors.
 
+Limits. Before anything walks the config, :func:`check_against` refuses one of more than
+:data:`MAX_VALUES` values or nested more than :data:`MAX_DEPTH` levels deep: a YAML alias
+(``*name``) is a copy of its anchor at every use, so a few hundred bytes of nested aliases
+expand to billions of values. Numbers must be finite (NaN and infinity pass JSON-schema range
+checks, so they are refused here for every key). Keywords of hmf's own in the schema:
+
+- ``x-max-values: N``: a free-form object (``features.model_kwargs``, ``models.slide_params``)
+  holds at most N values, counted through every level.
+- ``x-not-a-credential: true``: the value is a name (of an environment variable), refused
+  without being shown when it is shaped like an API key (:mod:`hmf.credentials`).
+- ``x-url-without-credentials: true``: a URL without ``user:password@``.
+
 :func:`check_model_params` checks ``models.slide_params`` / ``models.patient_params`` against
 the keys each model accepts, read from the model names and recipes and the models'
 constructors without importing torch (so ``snakemake -n`` stays fast).
@@ -21,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+from hmf.credentials import looks_like_credential, url_has_credentials
+
+# The most values (mappings, lists and scalars) and levels a config may hold: far above any
+# real config (a few hundred values), far below what an alias bomb expands to.
+MAX_VALUES = 100_000
+MAX_DEPTH = 32
 
 
 def path_component(name: str) -> str:
@@ -55,6 +74,43 @@ def load_schema(path: str | Path) -> dict:
     return inline(schema)
 
 
+def _count_values(node: Any, limit: int) -> int:
+    """Values in ``node`` (itself, and every mapping, list and scalar below it), counted up to
+    just past ``limit`` and no further, so that the count is cheap whatever the size."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _max_values(validator, limit, instance, schema):
+    if isinstance(instance, dict | list) and _count_values(instance, limit) > limit:
+        yield ValidationError(
+            f"holds more than {limit} values (the most allowed here; YAML aliases are expanded into copies)"
+        )
+
+
+def _not_a_credential(validator, enabled, instance, schema):
+    if enabled and isinstance(instance, str) and looks_like_credential(instance):
+        yield ValidationError(
+            "looks like a secret key itself, not the name of an environment variable (value not shown): "
+            "export the key in an environment variable and give the variable's name here"
+        )
+
+
+def _url_without_credentials(validator, enabled, instance, schema):
+    if enabled and isinstance(instance, str) and url_has_credentials(instance):
+        yield ValidationError(
+            "holds credentials (user:password@ in the URL; value not shown): give the URL without them "
+            "and put the API key in the environment variable named by text.llm.api_key_env"
+        )
+
+
 def _with_defaults(validator_class):
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -65,7 +121,15 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
+    return validators.extend(
+        validator_class,
+        {
+            "properties": set_defaults,
+            "x-max-values": _max_values,
+            "x-not-a-credential": _not_a_credential,
+            "x-url-without-credentials": _url_without_credentials,
+        },
+    )
 
 
 _Validator = _with_defaults(Draft202012Validator)
@@ -77,28 +141,54 @@ def _key(path) -> str:
 
 def _message(error) -> str:
     """The error's message, without the offending value where the schema marks it secret."""
-    if not error.schema.get("writeOnly"):
+    if not error.schema.get("writeOnly") or str(error.validator).startswith("x-"):  # hmf's keywords never echo
         return error.message
     if error.validator == "pattern":
         return f"does not match {error.validator_value!r} (value not shown: it may be a secret)"
     return f"invalid value ({error.validator} {error.validator_value!r}; value not shown: it may be a secret)"
 
 
-def _not_a_number(node: Any, path: list) -> list[str]:
-    """Keys holding NaN, which passes every range check of the schema."""
-    if isinstance(node, float) and math.isnan(node):
-        return [f"config key {_key(path)}: NaN is not a valid value"]
+def _too_large(instance: Any, prefix: list) -> str | None:
+    """Why ``instance`` is too large or too deep to validate (None when it is not), naming the
+    key under which the limit was reached; at most :data:`MAX_VALUES` values are visited."""
+    count, stack = 1, [(instance, prefix)]
+    while stack:
+        node, path = stack.pop()
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        if children and len(path) - len(prefix) >= MAX_DEPTH:
+            return f"config key {_key(path[: len(prefix) + 2])}: nested more than {MAX_DEPTH} levels deep"
+        count += len(node) if children else 0
+        if count > MAX_VALUES:
+            return (
+                f"config key {_key(path[: max(2, len(prefix) + 1)])}: the config holds more than {MAX_VALUES} "
+                f"values (YAML aliases (*name) are expanded into a copy at every use; write the values out)"
+            )
+        stack.extend((value, [*path, key]) for key, value in children)
+    return None
+
+
+def _non_finite(node: Any, path: list) -> list[str]:
+    """Keys holding NaN or an infinity, which pass the schema's range checks."""
+    if isinstance(node, float) and not math.isfinite(node):
+        shown = "NaN" if math.isnan(node) else str(node)
+        return [f"config key {_key(path)}: {shown} is not a valid value (numbers must be finite)"]
     if isinstance(node, dict):
-        return [line for k, v in node.items() for line in _not_a_number(v, [*path, k])]
+        return [line for k, v in node.items() for line in _non_finite(v, [*path, k])]
     if isinstance(node, list):
-        return [line for i, v in enumerate(node) for line in _not_a_number(v, [*path, i])]
+        return [line for i, v in enumerate(node) for line in _non_finite(v, [*path, i])]
     return []
 
 
 def check_against(schema: dict, instance: Any, prefix: list | None = None) -> Any:
     """Fill ``schema``'s defaults into ``instance`` (in place) and check it; raise ConfigError
-    naming each offending key (``prefix``: the keys above ``instance`` in the whole config)."""
+    naming each offending key (``prefix``: the keys above ``instance`` in the whole config).
+
+    A config too large or too deep (:data:`MAX_VALUES`, :data:`MAX_DEPTH`) is refused before
+    it is walked, so a YAML alias bomb fails in milliseconds."""
     prefix = list(prefix or [])
+    too_large = _too_large(instance, prefix)
+    if too_large:
+        raise ConfigError("invalid config:\n  " + too_large)
     errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     lines = []
     for error in errors[:10]:
@@ -110,7 +200,7 @@ def check_against(schema: dict, instance: Any, prefix: list | None = None) -> An
                 lines.append(f"config key {_key([*path, name])}: unknown key (allowed here: {allowed})")
         else:
             lines.append(f"config key {_key(path)}: {_message(error)}")
-    lines += _not_a_number(instance, prefix)[:10]
+    lines += _non_finite(instance, prefix)[:10]
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     return instance

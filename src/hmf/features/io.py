@@ -1,6 +1,7 @@
 """The feature files of a slide, in CLAM's layout: where they are (:func:`feature_paths`), how
 they are written (:func:`write_feature_files`) and read, ours and CLAM's or TRIDENT's
-(:func:`read_features`, :func:`describe`, :func:`check_feature_folder`).
+(:func:`read_features`, :func:`describe`, :func:`check_feature_folder`), and how their values
+are checked (:func:`check_values`: finite, of the expected width, streamed in blocks).
 
 A folder of features holds ``h5_files/<slide>.h5`` (``features`` (N, D) float32, ``coords``
 (N, 2) level-0 px, and attributes: encoder, weights, dim, input_size, slide_id, patch_level,
@@ -30,8 +31,30 @@ if TYPE_CHECKING:
 H5_DIR, PT_DIR, STATS_DIR = "h5_files", "pt_files", "stats"
 
 
+# Rows read at a time by check_values (a block of 1024-d float32 features is 64 MiB).
+CHECK_BLOCK_ROWS = 16384
+
+
 class FeatureFileError(ValueError):
-    """A feature file is missing or does not hold an (N, D) feature matrix."""
+    """A feature file is missing, does not hold an (N, D) feature matrix, or holds a value
+    that is not finite."""
+
+
+def first_non_finite(features: np.ndarray) -> tuple[int, int] | None:
+    """(row, dim) of the first NaN or infinite value of a 2-d array, or None."""
+    bad = ~np.isfinite(features)
+    if not bad.any():
+        return None
+    row, dim = np.argwhere(bad)[0]
+    return int(row), int(dim)
+
+
+def non_finite_error(path, features: np.ndarray, row: int, dim: int, first_row: int = 0) -> FeatureFileError:
+    """The error naming a file, the first bad value's row and dim (both from 0) and the value."""
+    return FeatureFileError(
+        f"feature file {path}: row {first_row + row}, dim {dim} holds {features[row, dim]} (counted from 0; "
+        f"features must be finite: re-extract the slide or fix the file)"
+    )
 
 
 class FeaturePaths(NamedTuple):
@@ -77,6 +100,9 @@ def write_feature_files(
     ):
         # Never the case for encode_patches' output; a view would make torch.save write its whole storage.
         features = features.to(torch.float32).contiguous().clone()
+    bad = first_non_finite(features.numpy())
+    if bad is not None:  # an encoder's overflow or NaN: never written, so every extracted file is finite
+        raise non_finite_error(out_h5, features.numpy(), *bad)
     with atomic_path(out_h5) as tmp:
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset("features", data=features.numpy())
@@ -240,15 +266,63 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
     return FeatureFileInfo(path, int(shape[0]), int(shape[1]), coords_rows is not None)
 
 
+def _blocks(path: Path, rows: int):
+    """(first row, float32 block of up to ``rows`` rows) over a feature file's features, read
+    block by block (an h5 dataset slice by slice, a ``.pt`` tensor memory-mapped)."""
+    import torch
+
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            dataset = fh["features"]
+            for start in range(0, dataset.shape[0] if dataset.ndim == 2 else 0, rows):
+                with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused
+                    yield start, np.asarray(dataset[start : start + rows], dtype=np.float32)
+        return
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a legacy (non-zip) file cannot be mapped
+        obj = read_features(path)[0]
+    obj = obj.get("features") if isinstance(obj, dict) else obj
+    tensor = torch.as_tensor(obj)
+    for start in range(0, tensor.shape[0] if tensor.ndim == 2 else 0, rows):
+        yield start, tensor[start : start + rows].to(torch.float32).numpy()
+
+
+def check_values(
+    path: str | os.PathLike, dim: int | None = None, block_rows: int = CHECK_BLOCK_ROWS
+) -> FeatureFileInfo:
+    """Check every value of a feature file: all finite, and (given ``dim``) ``dim`` features
+    per row. The features are streamed ``block_rows`` rows at a time, so memory stays bounded
+    whatever the file's size. Raises :class:`FeatureFileError` naming the file, and for a value
+    that is not finite its row and dim (both counted from 0)."""
+    info = describe(path)
+    if dim is not None and info.n_patches and info.dim != dim:
+        raise FeatureFileError(
+            f"feature file {info.path}: features of size {info.dim}, but the training cohort's have size {dim}"
+        )
+    for start, block in _blocks(info.path, block_rows):
+        bad = first_non_finite(block)
+        if bad is not None:
+            raise non_finite_error(info.path, block, *bad, first_row=start)
+    return info
+
+
 def check_feature_folder(
-    folder: str | os.PathLike, slide_ids: list[str], coords_for: list[str] | tuple[str, ...] = ()
+    folder: str | os.PathLike,
+    slide_ids: list[str],
+    coords_for: list[str] | tuple[str, ...] = (),
+    dim: int | None = None,
 ) -> dict[str, Path]:
     """The feature file of every slide in an existing folder in CLAM's or TRIDENT's layout
     (``h5_files/<slide>.h5`` with ``features`` and ``coords``, or ``pt_files/<slide>.pt``).
 
-    Checked from the files' headers: every slide has a file, all have one feature size, and
-    every file has coordinates when ``coords_for`` (the models that need them) is not empty.
-    Each failure names the slide.
+    Checked from the files' headers: every slide has a file, all have one feature size (with
+    ``dim``: that size, e.g. the training cohort's for new slides), and every file has
+    coordinates when ``coords_for`` (the models that need them) is not empty. Each failure
+    names the slide. The values are checked by :func:`check_values` (a job: reading them all
+    is too slow for parse time).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -268,6 +342,10 @@ def check_feature_folder(
             info = describe(path)
         except FeatureFileError as err:
             raise FeatureFileError(f"slide {slide_id}: {err}") from None
+        if dim is not None and info.n_patches and info.dim != dim:
+            raise FeatureFileError(
+                f"slide {slide_id}: {path} has features of size {info.dim}, but the training cohort's have size {dim}"
+            )
         if info.n_patches and info.dim not in dims:
             dims[info.dim] = slide_id
         if len(dims) > 1:
@@ -282,6 +360,16 @@ def check_feature_folder(
             )
         files[slide_id] = path
     return files
+
+
+def cohort_dim(paths) -> int | None:
+    """The feature size of a cohort's files (checked alike by :func:`check_feature_folder`):
+    that of the first file with patches, from its header; None when no file has any."""
+    for path in paths:
+        info = describe(path)
+        if info.n_patches:
+            return info.dim
+    return None
 
 
 def feature_precision(path: str | os.PathLike) -> str | None:

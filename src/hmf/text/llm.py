@@ -16,8 +16,10 @@ or the server's Retry-After); after ``max_retries`` retries an :class:`LLMError`
 wrong. Other HTTP errors (401, 404, ...) fail at once.
 
 The API key is read from the environment variable named by ``api_key_env``. It is never
-logged, never written and scrubbed from error messages; HTTP client loggers are held at
-WARNING during the calls so request headers are never logged.
+logged and never written: every message logged during the calls, and every error raised, has
+the key and any other credential-shaped text (a server may echo the request's Authorization
+header or a password) replaced by ``***`` (:func:`hmf.credentials.scrub`); HTTP client loggers
+are held at WARNING during the calls so request headers are never logged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from hmf.credentials import scrub
 from hmf.text.bank import clean_descriptions
 from hmf.text.settings import LLMSettings
 
@@ -135,20 +138,23 @@ def max_answer_tokens(n_classes: int, n_per_class: int) -> int:
 
 
 class _Redact(logging.Filter):
+    """Replaces the key and every credential-shaped part of a log record's message by ``***``."""
+
     def __init__(self, secret: str):
         super().__init__()
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "***"), None
+        scrubbed = scrub(message, self.secret)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
         return True
 
 
 @contextlib.contextmanager
 def _guard_logs(secret: str) -> Iterator[None]:
-    """Keep HTTP client loggers at WARNING (no request headers) and redact the key from every handler."""
+    """Keep HTTP client loggers at WARNING (no request headers) and scrub credentials from every handler."""
     saved = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
     for name in HTTP_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -163,10 +169,6 @@ def _guard_logs(secret: str) -> Iterator[None]:
             handler.removeFilter(redact)
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 def _retry_after(err: Exception) -> float | None:
@@ -252,13 +254,13 @@ def generate_descriptions(
                     result.update(_ask(client, settings, prompt, job, extra))
                     break
                 except MalformedOutput as err:
-                    last_error = f"malformed answer: {_scrub(str(err), key)}"
+                    last_error = f"malformed answer: {scrub(str(err), key)}"
                 except openai.APITimeoutError:
                     last_error = f"no answer within timeout_s={settings.timeout_s}"
                 except openai.APIConnectionError as err:
-                    last_error = f"connection error: {_scrub(str(err), key)}"
+                    last_error = f"connection error: {scrub(str(err), key)}"
                 except openai.APIStatusError as err:
-                    last_error = f"HTTP {err.status_code}: {_scrub(str(err.message), key)}"
+                    last_error = f"HTTP {err.status_code}: {scrub(str(err.message), key)}"
                     if err.status_code not in RETRY_STATUS and err.status_code < 500:
                         raise LLMError(
                             f"{endpoint} refused the request for model {settings.model!r}: {last_error}"
