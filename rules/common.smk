@@ -2,13 +2,18 @@
 # time, so bad input fails before any job runs) and input functions.
 
 # The Snakefile has put this checkout's src/ on sys.path.
+import dataclasses
+
 from snakemake.exceptions import WorkflowError
 
 from hmf.config import path_component
+from hmf.devices import wants_gpu
 from hmf.features.io import feature_paths
 from hmf.models.names import model_info, model_names
 from hmf.resources import train_patient_mem_mb, train_slide_mem_mb
+from hmf.settings import result_params
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
+from hmf.data.splits import FoldDesign, check_inner_folds, group_column, sheet_folds, split_settings
 from hmf.tasks import get_task
 
 DATASET = config["dataset"]
@@ -23,10 +28,15 @@ DEMO = config["demo"].get("enabled", False)
 PRECOMPUTED = config["features"]["precomputed_dir"]
 FEATURES_DIR = PRECOMPUTED or f"{R}/features/{path_component(config['features']['encoder'])}"
 TEXT_ENCODER = config["text"]["encoder"]
-FOLDS = list(range(config["splits"]["k"]))
+SPLITS = split_settings(config["splits"])
+# A generic sample sheet's column that splits.group_by names is kept in the workflow's sheet.
+EXTRA_SHEET_COLUMNS = [c for c in (group_column(SPLITS.group_by),) if c]
 SLIDE_MODELS = config["models"]["slide"]
 PATIENT_MODELS = config["models"]["patient"]
 PATIENT_SOURCE = config["models"]["patient_source"]
+# GPUs a training or predict job asks Snakemake for: one, unless training.device is cpu (with
+# none, the job's device auto is the CPU).
+TRAINING_GPUS = int(wants_gpu(config["training"]["device"]))
 
 try:
     TASK = get_task(DATASET["task"], DATASET.get("classes"))
@@ -43,7 +53,9 @@ def _parse_time_sheet():
         sheet = planned_sample_sheet({**config["demo"], "slide_dir": DATASET["slide_dir"]})
         return validate_sample_sheet(sheet, TASK, check_files=False, require_labels=False)
     # Slide files are needed only when this workflow computes the features.
-    return validate_sample_sheet(load_sample_sheet(DATASET), TASK, check_files=not PRECOMPUTED, require_labels=False)
+    return validate_sample_sheet(
+        load_sample_sheet(DATASET, EXTRA_SHEET_COLUMNS), TASK, check_files=not PRECOMPUTED, require_labels=False
+    )
 
 
 try:
@@ -60,6 +72,33 @@ try:
 except SampleSheetError as err:
     LABEL_ERRORS.append(f"sample sheet: {err}")
 
+
+def _parse_time_folds():
+    """The folds the splits job will write (hmf.data.splits.sheet_folds on the same sheet and
+    settings), checked against cross-fitting's inner folds when a trained patient model uses them."""
+    folds = sheet_folds(SHEET, SPLITS)
+    cross_fitted = config["models"]["patient_inputs"] == "cross_fitted"
+    if cross_fitted and any(model_info("patient", m).trained for m in PATIENT_MODELS):
+        check_inner_folds(folds, config["models"]["inner_folds"])
+    return folds
+
+
+# Folds are made at parse time as the splits job makes them, whatever models are configured: a
+# setting the cohort cannot meet (k above a class's patients, too few groups, overlapping split
+# files, models.inner_folds above a fold's training patients) fails every target that trains
+# before any job runs, through `labelled()`; a features-only run is not affected.
+PARSE_FOLDS = []
+if not LABEL_ERRORS:
+    try:
+        PARSE_FOLDS = _parse_time_folds()
+    except (ValueError, FileNotFoundError) as err:
+        LABEL_ERRORS.append(f"folds: {err}")
+# Every fold id: fold f is fold f % K of repeat f // K (K folds per repeat, R repeats).
+FOLDS = list(range(len(PARSE_FOLDS) or SPLITS.repeats * SPLITS.k))
+FOLD_DESIGN = FoldDesign.of(SPLITS, len(FOLDS))
+# How the folds were made, for the tables' footnotes and the repeats they pool (rules/evaluate.smk).
+FOLD_DESIGN_PARAMS = dataclasses.asdict(FOLD_DESIGN)
+
 SLIDE_IDS = list(SHEET["slide_id"])
 _PATHS = dict(zip(SHEET["slide_id"], SHEET["path"]))
 # Per-slide µm per pixel from the sample sheet; None (read it from the slide) where it is empty.
@@ -67,12 +106,22 @@ _MPP = {s: (None if m != m else float(m)) for s, m in zip(SHEET["slide_id"], SHE
 
 # New, unlabelled slides for the `predict` target: preprocessed by the same per-slide rules, so
 # their ids join the slide mapping (and must not clash with the training sheet's).
+# The predict sheet gets the training sheet's checks and is checked against it: no training
+# slide id (up to case), and no training patient or slide file (same file or content) unless
+# predict.allow_training_slides, which marks them in-sample (hmf.data.predict_sheet).
 PREDICT_SLIDE_IDS = []
+PREDICT_IN_SAMPLE = []
 if config["predict"]["sample_sheet"]:
-    from hmf.predict import load_predict_sheet
+    from hmf.data.predict_sheet import load_predict_sheet
 
     try:
-        _PREDICT_SHEET = load_predict_sheet(config["predict"]["sample_sheet"], SLIDE_IDS, check_files=not PRECOMPUTED)
+        _PREDICT_SHEET = load_predict_sheet(
+            config["predict"]["sample_sheet"],
+            TASK,
+            SHEET,
+            check_files=not PRECOMPUTED,
+            allow_training_slides=config["predict"]["allow_training_slides"],
+        )
     except (SampleSheetError, ValueError) as err:
         raise WorkflowError(f"predict.sample_sheet: {err}") from None
     PREDICT_SLIDE_IDS = list(_PREDICT_SHEET["slide_id"])
@@ -97,10 +146,63 @@ def _feature_files():
 
 FEATURE_FILES = _feature_files()
 
+# With precomputed features the slide files are not read: the feature files are the slides'
+# content, so no two slides may share one (same file or content), nor a new slide a training one.
+if PRECOMPUTED:
+    from hmf.data.predict_sheet import check_predict_feature_files
+    from hmf.data.sample_sheet import check_feature_files
+    from hmf.features.io import feature_file
+
+    try:
+        check_feature_files(SHEET, FEATURE_FILES)
+    except SampleSheetError as err:
+        raise WorkflowError(f"sample sheet: {err}") from None
+    if PREDICT_SLIDE_IDS:
+        try:
+            _PREDICT_SHEET = check_predict_feature_files(
+                _PREDICT_SHEET,
+                {s: str(feature_file(FEATURES_DIR, s)) for s in PREDICT_SLIDE_IDS},
+                SHEET,
+                FEATURE_FILES,
+                allow=config["predict"]["allow_training_slides"],
+            )
+        except SampleSheetError as err:
+            raise WorkflowError(f"predict.sample_sheet: {err}") from None
+if PREDICT_SLIDE_IDS:
+    PREDICT_IN_SAMPLE = sorted(_PREDICT_SHEET.loc[_PREDICT_SHEET["in_sample"], "slide_id"])
+
 
 def get_feature_files(wildcards):
     """The feature file of every training slide, in sample-sheet order."""
     return [FEATURE_FILES[s] for s in SLIDE_IDS]
+
+
+# Values of precomputed feature files (finite, the training cohort's feature size) are checked
+# by check_features jobs of FEATURE_CHECK_SLIDES slides each (rules/train.smk) before training
+# or prediction reads them; features extracted here are checked as they are written.
+FEATURE_CHECK_SLIDES = 100
+if PRECOMPUTED:
+    from hmf.features.io import cohort_dim
+
+    FEATURE_DIM = cohort_dim(FEATURE_FILES.values())
+
+
+def feature_check_batches(cohort):
+    """The slides of each check_features job of a cohort (train: the sample sheet's slides,
+    predict: predict.sample_sheet's), in sheet order; none when this workflow extracts the features."""
+    ids = SLIDE_IDS if cohort == "train" else PREDICT_SLIDE_IDS
+    return [ids[i : i + FEATURE_CHECK_SLIDES] for i in range(0, len(ids), FEATURE_CHECK_SLIDES)] if PRECOMPUTED else []
+
+
+def feature_checks(cohort):
+    """The outputs of a cohort's check_features jobs: inputs of the jobs that read its features."""
+    return [f"{R}/checks/features/{cohort}_{i}.json" for i in range(len(feature_check_batches(cohort)))]
+
+
+def get_checked_features(wildcards):
+    """The feature files one check_features job reads (wildcards cohort, batch)."""
+    files = FEATURE_FILES if wildcards.cohort == "train" else dict(zip(PREDICT_SLIDE_IDS, predict_features()))
+    return [files[s] for s in feature_check_batches(wildcards.cohort)[int(wildcards.batch)]]
 
 
 if "pn_rule" in PATIENT_MODELS and not TASK.pn_rule:
@@ -142,6 +244,7 @@ def train_slide_inputs(wildcards):
         "sheet": f"{R}/sample_sheet.csv",
         "split": f"{R}/splits/fold_{wildcards.fold}.csv",
         "features": get_feature_files(wildcards),
+        "checked": feature_checks("train"),
     }
     if model_info("slide", wildcards.model).needs_text:
         inputs["text"] = text_bank("slide")
@@ -260,13 +363,15 @@ def get_level_notes(wildcards):
 
 # Cross-fitted patient inputs (models.patient_inputs: cross_fitted): per outer fold, inner slide
 # models of models.patient_source, each trained without one inner fold of the fold's training
-# patients, embed that inner fold's slides; the patient models train on those embeddings.
+# patients, embed that inner fold's slides; the patient models train on those embeddings and
+# predict test (and new) patients from each inner model's embeddings, averaged.
 INNER_FOLDS = list(range(config["models"]["inner_folds"]))
+CROSS_FITTED = config["models"]["patient_inputs"] == "cross_fitted"
 
 
 def patient_embeddings(wildcards):
     """The slide embeddings a patient model of this fold trains on."""
-    name = "embeddings_cross_fitted.pt" if config["models"]["patient_inputs"] == "cross_fitted" else "embeddings.pt"
+    name = "embeddings_cross_fitted.pt" if CROSS_FITTED else "embeddings.pt"
     return f"{R}/slide/{PATIENT_SOURCE}/fold_{wildcards.fold}/{name}"
 
 
@@ -288,12 +393,21 @@ for _key, _chosen, _models in (
             f"config key predict.{_key}: {sorted(set(_chosen) - set(_models))} not among the "
             f"configured models {_models}"
         )
-SUBMISSION_MODEL = PREDICT["submission_model"] or reference_model("patient")
-if SUBMISSION_MODEL not in PREDICT_PATIENT_MODELS:
+# The patient model whose stages go into the CAMELYON17 submission: predict.submission_model,
+# or (None) the predicted patient model with the best pooled out-of-fold kappa, chosen by the
+# predict_submission job from the patient results table.
+SUBMISSION_MODEL = PREDICT["submission_model"]
+if SUBMISSION_MODEL is not None and SUBMISSION_MODEL not in PREDICT_PATIENT_MODELS:
     raise WorkflowError(
         f"config key predict.submission_model: {SUBMISSION_MODEL!r} is not among the predicted "
         f"patient models {PREDICT_PATIENT_MODELS}"
     )
+
+
+def submission_candidates():
+    """The patient models the submission's stages may come from: the one named, or every
+    predicted patient model (the job picks the best pooled out-of-fold kappa)."""
+    return [SUBMISSION_MODEL] if SUBMISSION_MODEL else list(PREDICT_PATIENT_MODELS)
 
 
 def predict_outputs():
@@ -310,13 +424,50 @@ def predict_outputs():
     return outputs
 
 
+_PREDICT_FEATURE_FILES = []
+
+
 def predict_features():
-    """The new slides' feature files: written by this workflow, or found in features.precomputed_dir."""
+    """The new slides' feature files: written by this workflow, or found in features.precomputed_dir,
+    checked from their headers before any job runs (present, of the training cohort's feature
+    size, with coordinates where a predicting model needs them)."""
     if not PRECOMPUTED:
         return [feature_paths(FEATURES_DIR, s).h5 for s in PREDICT_SLIDE_IDS]
-    from hmf.features.io import feature_file
+    if PREDICT_SLIDE_IDS and not _PREDICT_FEATURE_FILES:
+        from hmf.features.io import FeatureFileError, check_feature_folder
 
-    return [str(feature_file(FEATURES_DIR, s)) for s in PREDICT_SLIDE_IDS]
+        need_coords = sorted(m for m in PREDICT_SLIDE_MODELS if model_info("slide", m).needs_coords)
+        try:
+            files = check_feature_folder(PRECOMPUTED, PREDICT_SLIDE_IDS, need_coords, dim=FEATURE_DIM)
+        except FeatureFileError as err:
+            raise WorkflowError(f"features.precomputed_dir, slides of predict.sample_sheet: {err}") from None
+        _PREDICT_FEATURE_FILES.extend(str(files[s]) for s in PREDICT_SLIDE_IDS)
+    return list(_PREDICT_FEATURE_FILES)
+
+
+def get_slide_text(wildcards):
+    """The slide-level text bank, for a slide model that reads it (else nothing)."""
+    return [text_bank("slide")] if model_info("slide", wildcards.model).needs_text else []
+
+
+def _predicts_from_inner_models(model):
+    """Whether a patient model predicts from the inner slide models' embeddings (trained on
+    cross-fitted inputs) rather than the outer fold models'."""
+    return CROSS_FITTED and model_info("patient", model).trained
+
+
+def get_predict_embeddings(wildcards):
+    """The outer fold models' embeddings of the new slides, for a patient model that reads them."""
+    if _predicts_from_inner_models(wildcards.model):
+        return []
+    return [f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/embeddings.pt"]
+
+
+def get_predict_inner_embeddings(wildcards):
+    """Per fold, the inner slide models' embeddings of the new slides (cross-fitted patient inputs)."""
+    if not _predicts_from_inner_models(wildcards.model):
+        return []
+    return [f"{PREDICT_DIR}/slide/{PATIENT_SOURCE}/fold_{k}/embeddings_inner.pt" for k in FOLDS]
 
 
 wildcard_constraints:

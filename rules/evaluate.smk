@@ -33,7 +33,8 @@ rule evaluate:
 
 rule table:
     """One table per level: a row per model, the pooled out-of-fold value of each metric with its
-    patient-level bootstrap 95% CI, beside the mean ± std over folds."""
+    patient-level bootstrap 95% CI, beside the mean ± std over folds (with repeats: the mean over
+    repeats of the pooled values and their range)."""
     input:
         metrics=get_fold_metrics,
         predictions=get_fold_predictions,
@@ -59,6 +60,7 @@ rule table:
     params:
         models=get_models,
         folds=FOLDS,
+        design=FOLD_DESIGN_PARAMS,
         classes=get_classes,
         ordinal=get_ordinal,
         bootstrap=BOOTSTRAP,
@@ -70,8 +72,8 @@ rule table:
 
 rule comparison:
     """Every model of a level against the reference model on the same pooled predictions: the
-    difference in macro F1, kappa (ordinal levels) and AUC with a paired bootstrap 95% CI and a
-    two-sided p-value; a forest plot."""
+    difference in macro F1, kappa (ordinal levels) and AUC with a paired bootstrap 95% CI and
+    two-sided p-values, raw and Holm-adjusted; a forest plot."""
     input:
         predictions=get_fold_predictions,
         sheet=f"{R}/sample_sheet.csv",
@@ -102,6 +104,7 @@ rule comparison:
     params:
         models=get_models,
         folds=FOLDS,
+        design=FOLD_DESIGN_PARAMS,
         classes=get_classes,
         ordinal=get_ordinal,
         reference=get_reference,

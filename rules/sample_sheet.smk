@@ -14,8 +14,9 @@ rule sample_sheet:
     conda:
         "../envs/hmf.yaml"
     params:
-        dataset=DATASET,
+        dataset=result_params("dataset", DATASET),
         task=TASK.name,
         check_files=not PRECOMPUTED,
+        extra_columns=EXTRA_SHEET_COLUMNS,
     script:
         "../workflow/scripts/sample_sheet.py"

@@ -2,7 +2,8 @@
 
 
 rule splits:
-    """Stratified K folds over patients (or the user's split files, checked)."""
+    """Stratified K folds over patients, R repeats of them, grouped by centre, site or a sheet
+    column when configured (or the user's split files, checked): fold_0 .. fold_<R*K-1>."""
     input:
         sheet=labelled(f"{R}/sample_sheet.csv"),
     output:
@@ -12,7 +13,7 @@ rule splits:
     conda:
         "../envs/hmf.yaml"
     params:
-        splits=config["splits"],
+        splits=result_params("splits", config["splits"]),
     script:
         "../workflow/scripts/splits.py"
 
@@ -34,21 +35,22 @@ rule train_slide:
         "../envs/hmf.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=TRAINING_GPUS,
         # From this job's inputs: the largest bag and the bag cache (features stream from disk).
         mem_mb=lambda wc, input: train_slide_mem_mb(wc.model, input.features, config["training"]["cache_mb"]),
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
         overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
-        training=config["training"],
+        training=result_params("training", config["training"]),
         slides=SLIDE_IDS,
     script:
         "../workflow/scripts/train_slide.py"
 
 
 rule train_patient:
-    """Train one patient-level model on the frozen slide model's embeddings of one fold."""
+    """Train one patient-level model on the frozen slide model's embeddings of one fold
+    (cross-fitted: test patients predicted from each inner model's embeddings, averaged)."""
     input:
         sheet=f"{R}/sample_sheet.csv",
         split=f"{R}/splits/fold_{{fold}}.csv",
@@ -67,13 +69,13 @@ rule train_patient:
         "../envs/hmf.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=TRAINING_GPUS,
         mem_mb=lambda wc, input: train_patient_mem_mb(input.embeddings),
     params:
         task=TASK.name,
         classes=DATASET.get("classes"),
         overrides=lambda wc: config["models"]["patient_params"].get(wc.model, {}),
-        training=config["training"],
+        training=result_params("training", config["training"]),
     script:
         "../workflow/scripts/train_patient.py"
 
@@ -133,8 +135,10 @@ use rule train_slide as train_slide_inner with:
 
 
 rule cross_fitted_embeddings:
-    """The outer model's embeddings with each training and validation slide embedded by the
-    inner model that did not see its patient."""
+    """One embeddings block per inner model: each training and validation slide embedded by
+    the inner model that did not see its patient, every other slide by each inner model (the
+    patient model averages its test predictions over the blocks). Logs the linear CKA of the
+    outer and each inner model's embeddings of the fold's test slides."""
     input:
         sheet=f"{R}/sample_sheet.csv",
         split=f"{R}/splits/fold_{{fold}}.csv",
@@ -149,3 +153,26 @@ rule cross_fitted_embeddings:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/cross_fitted_embeddings.py"
+
+
+rule check_features:
+    """Every value of a batch of precomputed feature files (features.precomputed_dir): finite,
+    and of the training cohort's feature size; a failure names the file, row and dim. Read
+    block by block, so memory stays bounded by the block, not the file."""
+    input:
+        get_checked_features,
+    output:
+        f"{R}/checks/features/{{cohort}}_{{batch}}.json",
+    log:
+        f"{LOGS}/checks/features/{{cohort}}_{{batch}}.log",
+    wildcard_constraints:
+        cohort="train|predict",
+        batch="[0-9]+",
+    conda:
+        "../envs/hmf.yaml"
+    threads: 1
+    params:
+        slides=lambda wc: feature_check_batches(wc.cohort)[int(wc.batch)],
+        dim=FEATURE_DIM if PRECOMPUTED else None,
+    script:
+        "../workflow/scripts/check_features.py"

@@ -6,7 +6,20 @@ import pandas as pd
 import pytest
 
 from hmf.config import ConfigError
-from hmf.data.splits import SplitSettings, load_splits, make_split_files, make_splits, read_split, write_splits
+from hmf.data.splits import (
+    FoldDesign,
+    SplitSettings,
+    check_grouped,
+    check_inner_folds,
+    folds_for,
+    group_column,
+    load_splits,
+    make_split_files,
+    make_splits,
+    patient_groups,
+    read_split,
+    write_splits,
+)
 from hmf.settings import build, section
 
 # CAMELYON17 training distribution of patient labels.
@@ -142,10 +155,22 @@ def test_read_split_reads_what_write_splits_wrote(patients, tmp_path):
 
 def test_split_settings_from_the_schema():
     settings = build(SplitSettings, section("splits", {"files": ["f0.csv", "f1.csv"]}))
-    assert settings == SplitSettings(k=5, val_fraction=0.2, seed=0, files=("f0.csv", "f1.csv"))
+    assert settings == SplitSettings(
+        k=5,
+        val_fraction=0.2,
+        seed=0,
+        files=("f0.csv", "f1.csv"),
+        repeats=1,
+        group_by=None,
+        leave_one_group_out=False,
+    )
     assert build(SplitSettings, section("splits", {})).files is None
     with pytest.raises(ConfigError, match=r"splits\.k"):
         section("splits", {"k": 1})
+    with pytest.raises(ConfigError, match=r"splits\.repeats"):
+        section("splits", {"repeats": 0})
+    with pytest.raises(ConfigError, match=r"splits\.repeats"):
+        section("splits", {"repeats": 1000})
 
 
 def hand_written_folds(tmp_path, rows_per_fold):
@@ -253,3 +278,223 @@ def test_make_split_files_from_sample_sheet(tmp_path, patients):
     assert [p.read_text() for p in copied] == [p.read_text() for p in paths]
     with pytest.raises(ValueError, match="splits.k is 5"):
         make_split_files(sheet_csv, tmp_path / "other", k=5, files=tmp_path / "splits")
+
+
+# -- repeated cross-validation -------------------------------------------------------------
+
+
+def test_repeats_are_the_folds_of_consecutive_seeds(patients):
+    folds = make_splits(patients, k=5, val_fraction=0.2, seed=4, repeats=3)
+    assert len(folds) == 15
+    for r in range(3):
+        single = make_splits(patients, k=5, val_fraction=0.2, seed=4 + r)
+        for i in range(5):
+            # fold f is fold f % K of repeat f // K; repeat r uses seed + r
+            pd.testing.assert_frame_equal(folds[r * 5 + i], single[i])
+        tested = pd.concat([f.loc[f["split"] == "test", "patient_id"] for f in folds[r * 5 : r * 5 + 5]])
+        assert sorted(tested) == sorted(patients["patient_id"])  # one prediction per patient per repeat
+    assert not folds[0].equals(folds[5])
+    # repeat 0 is the single cross-validation of the same seed
+    for a, b in zip(folds[:5], make_splits(patients, k=5, val_fraction=0.2, seed=4)):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_split_files_with_repeats_are_refused(patients, tmp_path):
+    write_splits(make_splits(patients, k=5, seed=0), tmp_path / "splits")
+    with pytest.raises(ValueError, match=r"splits.files with splits.repeats=2.*set splits.repeats to 1"):
+        folds_for(patients, k=5, files=tmp_path / "splits", repeats=2)
+
+
+# -- grouped folds ---------------------------------------------------------------------------
+
+
+def camelyon_sheet(n_patients: int = 100, folders: bool = False) -> pd.DataFrame:
+    """Slide rows of CAMELYON17-named patients, labels spread over the centres."""
+    labels = ["pN0", "pN0(i+)", "pN1mi", "pN1", "pN2"]
+    rows = []
+    for p in range(n_patients):
+        for node in range(2):
+            folder = f"centre_{p // 20}/" if folders else ""
+            rows.append(
+                {
+                    "slide_id": f"patient_{p:03d}_node_{node}",
+                    "patient_id": f"patient_{p:03d}",
+                    "path": f"/data/{folder}patient_{p:03d}_node_{node}.tif",
+                    "patient_label": labels[(p * 7 + p // 20) % 5],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_camelyon17_centre_from_patient_number_or_folder():
+    sheet = camelyon_sheet()
+    groups = patient_groups(sheet, "centre")
+    assert groups["patient_000"] == groups["patient_019"] == "centre_0"
+    assert groups["patient_020"] == "centre_1" and groups["patient_099"] == "centre_4"
+    assert groups.value_counts().to_dict() == {f"centre_{c}": 20 for c in range(5)}
+    # the download's centre_<i>/ folders win over the patient number
+    moved = camelyon_sheet(folders=True)
+    moved.loc[moved["patient_id"] == "patient_000", "path"] = "/data/centre_3/patient_000_node_0.tif"
+    assert patient_groups(moved, "centre")["patient_000"] == "centre_3"
+    moved.loc[0, "path"] = "/data/centre_2/patient_000_node_0.tif"
+    with pytest.raises(ValueError, match=r"patient_000 has slides in more than one group \['centre_2', 'centre_3'\]"):
+        patient_groups(moved, "centre")
+    other = pd.DataFrame({"slide_id": ["s1"], "patient_id": ["case7"], "path": ["/x/s1.tif"], "patient_label": ["a"]})
+    with pytest.raises(ValueError, match="slide s1 of patient case7: no centre_<i>/ folder"):
+        patient_groups(other, "centre")
+
+
+def test_tcga_site_from_the_barcode():
+    sheet = pd.DataFrame(
+        {
+            "slide_id": ["TCGA-A1-0001-01Z", "TCGA-A1-0001-02Z", "TCGA-BH-0002-01Z", "TCGA-E2-0003-01Z"],
+            "patient_id": ["TCGA-A1-0001", "TCGA-A1-0001", "TCGA-BH-0002", "TCGA-E2-0003"],
+            "path": ["a", "b", "c", "d"],
+        }
+    )
+    assert patient_groups(sheet, "site").to_dict() == {"TCGA-A1-0001": "A1", "TCGA-BH-0002": "BH", "TCGA-E2-0003": "E2"}
+    sheet.loc[3, "patient_id"] = "case-3"
+    with pytest.raises(ValueError, match="patient case-3 is not a TCGA barcode"):
+        patient_groups(sheet, "site")
+
+
+def test_sheet_column_groups():
+    sheet = camelyon_sheet(10).assign(hospital=lambda f: ["H" + str(int(p[-3:]) % 3) for p in f["patient_id"]])
+    groups = patient_groups(sheet, "hospital")
+    assert groups["patient_004"] == "H1" and groups.nunique() == 3
+    assert group_column("hospital") == "hospital"
+    assert group_column("centre") is None and group_column("site") is None and group_column(None) is None
+    with pytest.raises(
+        ValueError, match=r"column 'scanner' is not in the sample sheet \(its extra columns: \['hospital'\]\)"
+    ):
+        patient_groups(sheet, "scanner")
+    sheet.loc[3, "hospital"] = ""
+    with pytest.raises(ValueError, match=r"patient\(s\) with an empty hospital: patient_001"):
+        patient_groups(sheet, "hospital")
+
+
+def assert_grouped(folds, groups):
+    """No group on both sides of a fold (checked directly, not through check_grouped)."""
+    for fold in folds:
+        group = fold["patient_id"].map(groups)
+        assert not set(group[fold["split"] == "test"]) & set(group[fold["split"] != "test"])
+
+
+def test_grouped_folds_keep_each_group_on_one_side():
+    sheet = camelyon_sheet()
+    groups = patient_groups(sheet, "centre")
+    patients = sheet[["patient_id", "patient_label"]].drop_duplicates()
+    folds = make_splits(patients, k=3, val_fraction=0.2, seed=1, repeats=2, groups=groups)
+    assert len(folds) == 6
+    assert_grouped(folds, groups)
+    check_grouped(folds, groups)
+    for r in range(2):  # test parts still partition the patients within each repeat
+        tested = pd.concat([f.loc[f["split"] == "test", "patient_id"] for f in folds[r * 3 : r * 3 + 3]])
+        assert sorted(tested) == sorted(patients["patient_id"])
+    assert any(not a.equals(b) for a, b in zip(folds[:3], folds[3:]))  # the repeats differ
+    # seeded and independent of row order
+    again = make_splits(
+        patients.sample(frac=1, random_state=3), k=3, val_fraction=0.2, seed=1, repeats=2, groups=groups
+    )
+    for a, b in zip(folds, again):
+        pd.testing.assert_frame_equal(a, b)
+    # ungrouped folds of this cohort do put a centre on both sides (the check has teeth)
+    with pytest.raises(ValueError, match="have patients both in the test part and in training"):
+        check_grouped(make_splits(patients, k=3, seed=1), groups)
+
+
+def test_leave_one_centre_out():
+    sheet = camelyon_sheet()
+    groups = patient_groups(sheet, "centre")
+    patients = sheet[["patient_id", "patient_label"]].drop_duplicates()
+    folds = make_splits(patients, k=2, val_fraction=0.2, groups=groups, leave_one_group_out=True)
+    assert len(folds) == 5  # K = number of centres, k unused
+    for c, fold in enumerate(folds):
+        tested = set(fold.loc[fold["split"] == "test", "patient_id"])
+        assert tested == set(groups[groups == f"centre_{c}"].index)
+        assert (fold["split"] == "val").any()
+    assert_grouped(folds, groups)
+    with pytest.raises(ValueError, match="repeats must be 1"):
+        make_splits(patients, groups=groups, leave_one_group_out=True, repeats=2)
+    with pytest.raises(ValueError, match="needs splits.group_by"):
+        make_splits(patients, leave_one_group_out=True)
+
+
+def test_infeasible_grouped_settings_name_group_and_class_counts():
+    sheet = camelyon_sheet(40)  # two centres
+    groups = patient_groups(sheet, "centre")
+    patients = sheet[["patient_id", "patient_label"]].drop_duplicates()
+    with pytest.raises(ValueError) as info:
+        make_splits(patients, k=3, groups=groups)
+    message = str(info.value)
+    assert "cannot make 3 grouped folds from 2 group(s)" in message
+    assert "centre_0: pN0 4, pN0(i+) 4" in message and "centre_1:" in message
+    # a class found in one centre only: leaving that centre out trains without the class
+    three = patient_groups(camelyon_sheet(60), "centre")
+    only = camelyon_sheet(60)[["patient_id", "patient_label"]].drop_duplicates()
+    elsewhere = (only["patient_id"].map(three) != "centre_2") & (only["patient_label"] == "pN2")
+    only.loc[elsewhere, "patient_label"] = "pN0"
+    with pytest.raises(
+        ValueError, match=r"fold 2 \(test group\(s\) centre_2\) leaves no patient of class\(es\) \['pN2'\]"
+    ):
+        make_splits(only, groups=three, leave_one_group_out=True)
+    one = pd.Series("centre_0", index=patients["patient_id"])
+    with pytest.raises(ValueError, match="at least 2 groups, the cohort has 1"):
+        make_splits(patients, groups=one, leave_one_group_out=True)
+
+
+def test_user_split_files_are_checked_against_groups(tmp_path):
+    sheet = camelyon_sheet()
+    groups = patient_groups(sheet, "centre")
+    patients = sheet[["patient_id", "patient_label"]].drop_duplicates()
+    write_splits(make_splits(patients, k=3, seed=1), tmp_path / "mixed")
+    with pytest.raises(ValueError, match="splits.files with splits.group_by: fold 0: group"):
+        folds_for(patients, k=3, files=tmp_path / "mixed", groups=groups)
+    write_splits(make_splits(patients, k=3, seed=1, groups=groups), tmp_path / "grouped")
+    assert len(folds_for(patients, k=3, files=tmp_path / "grouped", groups=groups)) == 3
+
+
+def test_make_split_files_with_a_group_column_and_repeats(tmp_path):
+    sheet = camelyon_sheet(30).assign(hospital=lambda f: ["H" + str(int(p[-3:]) % 4) for p in f["patient_id"]])
+    sheet_csv = tmp_path / "sample_sheet.csv"
+    sheet.to_csv(sheet_csv, index=False)
+    paths = make_split_files(sheet_csv, tmp_path / "splits", k=2, repeats=2, group_by="hospital")
+    assert [p.name for p in paths] == [f"fold_{f}.csv" for f in range(4)]
+    written = [pd.read_csv(p, dtype=str) for p in paths]
+    assert_grouped(written, patient_groups(sheet, "hospital"))
+    paths = make_split_files(sheet_csv, tmp_path / "logo", group_by="hospital", leave_one_group_out=True)
+    assert len(paths) == 4
+
+
+def test_inner_folds_need_enough_training_patients(patients):
+    folds = make_splits(patients, k=5, seed=0)
+    check_inner_folds(folds, 5)
+    with pytest.raises(ValueError, match=r"models.inner_folds=90 but fold \d has 80 training and validation patient"):
+        check_inner_folds(folds, 90)
+
+
+def test_fold_design_sentence():
+    assert FoldDesign(5).sentence() == "Folds: 5-fold cross-validation over patients, stratified by class."
+    assert "repeated 3 times (seeds 2-4)" in FoldDesign(5, repeats=3, seed=2).sentence()
+    grouped = FoldDesign(5, group_by="site").sentence()
+    assert "grouped by tissue source site: no tissue source site has patients in both" in grouped
+    assert (
+        FoldDesign(5, group_by="centre", leave_one_group_out=True)
+        .sentence()
+        .startswith("Folds: leave one centre out (5 folds")
+    )
+
+
+def test_a_generic_sheet_keeps_the_group_column(tmp_path):
+    from hmf.data.sample_sheet import SampleSheetError, load_sample_sheet, write_sample_sheet
+
+    (tmp_path / "sheet.csv").write_text("slide_id,patient_id,path,patient_label,hospital\ns1,p1,a.svs,IDC,H7\n")
+    dataset = {"format": "generic", "sample_sheet": str(tmp_path / "sheet.csv")}
+    sheet = load_sample_sheet(dataset, ("hospital",))
+    write_sample_sheet(sheet, tmp_path / "written.csv")
+    assert pd.read_csv(tmp_path / "written.csv", dtype=str)["hospital"].tolist() == ["H7"]
+    assert patient_groups(sheet, "hospital").to_dict() == {"p1": "H7"}
+    with pytest.raises(SampleSheetError, match=r"unknown column\(s\) \['hospital'\]"):
+        load_sample_sheet(dataset)  # not named by splits.group_by: still a typo
+    with pytest.raises(SampleSheetError, match=r"missing column\(s\) \['site_name'\] \(named by splits.group_by\)"):
+        load_sample_sheet(dataset, ("site_name",))

@@ -9,5 +9,7 @@ from hmf.tasks import get_task  # noqa: E402
 
 dataset = snakemake.params.dataset
 task = get_task(snakemake.params.task, dataset.get("classes"))
-sheet = validate_sample_sheet(load_sample_sheet(dataset), task, check_files=snakemake.params.check_files)
+sheet = validate_sample_sheet(
+    load_sample_sheet(dataset, tuple(snakemake.params.extra_columns)), task, check_files=snakemake.params.check_files
+)
 write_sample_sheet(sheet, snakemake.output[0])

@@ -6,10 +6,9 @@ setup_logging(snakemake.log[0])
 
 from pathlib import Path  # noqa: E402
 
-from hmf.data.splits import SplitSettings, make_split_files  # noqa: E402
-from hmf.settings import build, section  # noqa: E402
+from hmf.data.splits import make_split_files, split_settings  # noqa: E402
 
-splits = build(SplitSettings, section("splits", snakemake.params.splits), where="splits")
+splits = split_settings(snakemake.params.splits)
 make_split_files(
     snakemake.input.sheet,
     Path(snakemake.output[0]).parent,
@@ -17,4 +16,7 @@ make_split_files(
     val_fraction=splits.val_fraction,
     seed=splits.seed,
     files=splits.files,
+    repeats=splits.repeats,
+    group_by=splits.group_by,
+    leave_one_group_out=splits.leave_one_group_out,
 )

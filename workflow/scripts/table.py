@@ -1,5 +1,6 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
+from hmf.data.splits import FoldDesign
 from hmf.evaluation.tables import paths_by_model, write_level_table
 from hmf.logs import setup_logging
 
@@ -17,6 +18,7 @@ write_level_table(
     snakemake.output.png,
     title=snakemake.params.title,
     bootstrap=snakemake.params.bootstrap,
+    design=FoldDesign(**snakemake.params.design),
     notes=snakemake.params.notes,
     model_order=models,
 )

@@ -1,15 +1,20 @@
 """Pooled out-of-fold metrics with patient-level bootstrap confidence intervals, and paired
 comparisons of two models on the same resamples.
 
-The K test folds partition the patients, so the K predictions files of a model hold one
-prediction per slide (or patient) of the cohort. Pooled, each metric is computed once over all
-of them (for CAMELYON17 at patient level this is the challenge's quadratic kappa).
+The K test folds of a cross-validation partition the patients, so the K predictions files of a
+model hold one prediction per slide (or patient) of the cohort. Pooled, each metric is computed
+once over all of them (for CAMELYON17 at patient level this is the challenge's quadratic kappa).
+With R repeats (fold f is fold f % K of repeat f // K) each repeat is pooled on its own; a
+metric is the mean over repeats of the per-repeat pooled values, with their range.
 
 Uncertainty comes from resampling *patients* with replacement (a patient's slides stay
 together): resample b draws as many patients as there are, with a fixed seed, and counts each
 prediction as often as its patient was drawn. Every model of a level is scored on the same
-draws, so differences between models are paired. Intervals are percentile intervals over the
-resamples in which the metric is defined (AUC needs every class among the drawn patients).
+draws, so differences between models are paired. With repeats, a resample draws the patients
+once and scores every repeat on that draw: the interval is the one of the mean over repeats.
+Intervals are percentile intervals over the resamples in which the metric is defined (AUC needs
+every class among the drawn patients). The trained models are held fixed: the intervals cover
+the sampling of test patients, not the variability of training.
 """
 
 from __future__ import annotations
@@ -29,27 +34,37 @@ CHUNK = 256  # resamples scored at a time: memory stays at CHUNK x predictions
 
 
 def pool_predictions(
-    paths: Sequence[str | os.PathLike], classes: Sequence[str], patient_of: Mapping[str, str] | None = None
+    paths: Sequence[str | os.PathLike],
+    classes: Sequence[str],
+    patient_of: Mapping[str, str] | None = None,
+    folds_per_repeat: int | None = None,
 ) -> pd.DataFrame:
-    """The K fold predictions files of one model as one frame with ``fold`` and ``patient_id``
-    columns. ``patient_of`` maps slide ids to patients (slide level); without it each id is a
-    patient. An id in two files means the test folds overlap: an error."""
+    """The R*K fold predictions files of one model as one frame with ``fold``, ``repeat`` and
+    ``patient_id`` columns; file f is fold f % K of repeat f // K (K = ``folds_per_repeat``,
+    None: all files are one repeat). ``patient_of`` maps slide ids to patients (slide level);
+    without it each id is a patient. An id in two files of a repeat means its test folds
+    overlap: an error."""
+    paths = list(paths)
+    k = len(paths) if folds_per_repeat is None else int(folds_per_repeat)
+    if k < 1 or len(paths) % k:
+        raise ValueError(f"{len(paths)} predictions files are not whole repeats of {k} folds")
     frames = []
     for fold, path in enumerate(paths):
         frame = read_predictions(path, classes)
         frame["fold"] = fold
+        frame["repeat"] = fold // k
         frame["source"] = str(path)
         frames.append(frame)
     if not frames:
         raise ValueError("no predictions files to pool")
     pooled = pd.concat(frames, ignore_index=True)
-    twice = pooled[pooled["id"].duplicated(keep=False)]
+    twice = pooled[pooled.duplicated(["repeat", "id"], keep=False)]
     if not twice.empty:
         first = twice.iloc[0]
-        others = sorted(set(twice.loc[twice["id"] == first["id"], "source"]))
+        others = sorted(set(twice.loc[(twice["id"] == first["id"]) & (twice["repeat"] == first["repeat"]), "source"]))
         raise ValueError(
             f"id {first['id']!r} is predicted in more than one test fold ({', '.join(others)}): "
-            f"the test folds must partition the cohort"
+            f"the test folds {'of a repeat ' if len(paths) > k else ''}must partition the cohort"
         )
     if patient_of is None:
         pooled["patient_id"] = pooled["id"]
@@ -61,7 +76,14 @@ def pool_predictions(
                 f"sheet: {unknown[:10]}"
             )
         pooled["patient_id"] = pooled["id"].map(patient_of)
-    return pooled.drop(columns="source").sort_values("id", kind="stable").reset_index(drop=True)
+    return pooled.drop(columns="source").sort_values(["repeat", "id"], kind="stable").reset_index(drop=True)
+
+
+def repeats_of(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """A pooled frame's repeats, in order (a frame without a ``repeat`` column is one repeat)."""
+    if "repeat" not in frame:
+        return [frame]
+    return [part.reset_index(drop=True) for _, part in frame.groupby("repeat", sort=True)]
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,35 @@ def two_sided_p(differences: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
+def repeat_values(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool) -> tuple[list[dict], list[str]]:
+    """Each repeat's pooled metrics (``compute_metrics``) and the notes of all repeats."""
+    points = [compute_metrics(part, classes, ordinal) for part in repeats_of(frame)]
+    notes = list(dict.fromkeys(n for point in points for n in point["notes"]))
+    return points, notes
+
+
+def mean_over_repeats(values: Sequence[float | None]) -> tuple[float, float, float]:
+    """(mean, min, max) of one metric's per-repeat values; NaN when undefined in some repeat."""
+    if not values or any(v is None or not np.isfinite(v) for v in values):
+        return math.nan, math.nan, math.nan
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()) if len(array) > 1 else float(array[0]), float(array.min()), float(array.max())
+
+
+def resampled_mean(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool, resamples: Resamples) -> dict:
+    """Every metric under each resample, averaged over the repeats of ``frame``: each resample's
+    patient draw scores every repeat; (B,) arrays, NaN where some repeat is undefined."""
+    total: dict[str, np.ndarray] = {}
+    parts = repeats_of(frame)
+    for part in parts:
+        boot = resampled_scores(part, classes, ordinal, resamples)
+        for key, values in boot.items():
+            total[key] = values if key not in total else total[key] + values
+    if len(parts) == 1:
+        return total
+    return {key: values / len(parts) for key, values in total.items()}
+
+
 def pooled_summary(
     frame: pd.DataFrame,
     classes: Sequence[str],
@@ -148,17 +199,68 @@ def pooled_summary(
     metrics: Sequence[str],
     level: float = 0.95,
 ) -> dict:
-    """Pooled value and bootstrap interval of each metric: ``<m>_pooled``, ``<m>_ci_low``,
-    ``<m>_ci_high``, ``<m>_resamples`` (resamples where it is defined), plus ``n`` and the notes."""
-    point = compute_metrics(frame, classes, ordinal)
-    boot = resampled_scores(frame, classes, ordinal, resamples)
-    row: dict = {"n": int(len(frame)), "patients": int(frame["patient_id"].nunique()), "pooled_notes": point["notes"]}
+    """Pooled value and bootstrap interval of each metric: ``<m>_pooled`` (the mean over repeats
+    of the per-repeat pooled value), ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_resamples``
+    (resamples where it is defined), ``<m>_pooled_min`` and ``<m>_pooled_max`` (the range over
+    repeats), plus ``n`` (predictions per repeat), ``patients``, ``repeats`` and the notes."""
+    points, notes = repeat_values(frame, classes, ordinal)
+    boot = resampled_mean(frame, classes, ordinal, resamples)
+    row: dict = {
+        "n": int(max(len(part) for part in repeats_of(frame))),
+        "patients": int(frame["patient_id"].nunique()),
+        "pooled_notes": notes,
+    }
     for m in metrics:
-        value = point[m]
-        low, high, kept = percentile_interval(boot[m], level) if value is not None else (math.nan, math.nan, 0)
-        row[f"{m}_pooled"] = math.nan if value is None else float(value)
+        value, low_r, high_r = mean_over_repeats([point[m] for point in points])
+        low, high, kept = percentile_interval(boot[m], level) if np.isfinite(value) else (math.nan, math.nan, 0)
+        row[f"{m}_pooled"] = value
         row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_resamples"] = low, high, kept
+    row["repeats"] = len(points)
+    for m in metrics:
+        row[f"{m}_pooled_min"], row[f"{m}_pooled_max"] = mean_over_repeats([point[m] for point in points])[1:]
     return row
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are not part of it):
+    the i-th smallest of m is multiplied by m - i + 1, then made monotone and capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p), math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    running = 0.0
+    for rank, i in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+COMPARISON_COLUMNS = [
+    "model",
+    "reference",
+    "metric",
+    "n",
+    "model_value",
+    "reference_value",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "resamples",
+    "p_holm",
+    "comparisons",
+    "repeats",
+    "difference_min",
+    "difference_max",
+]
+
+
+def _common(frame: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of two pooled frames on the (repeat, id) pairs both predicted, in the same order."""
+    keys = ["repeat", "id"] if "repeat" in frame and "repeat" in reference else ["id"]
+    a, r = frame.set_index(keys), reference.set_index(keys)
+    common = a.index.intersection(r.index).sort_values()
+    return a.loc[common].reset_index(), r.loc[common].reset_index()
 
 
 def paired_comparison(
@@ -172,9 +274,12 @@ def paired_comparison(
 ) -> pd.DataFrame:
     """Each model minus ``reference`` on the ids both predicted, on the same resamples.
 
-    One row per model and metric: ``difference`` (pooled), ``ci_low``, ``ci_high``, ``p_value``,
-    ``n`` (ids compared) and ``resamples`` (resamples where both are defined). A metric that is
-    undefined for either model (AUC of a one-hot predictor) has NaN everywhere.
+    One row per model and metric: ``difference`` (the mean over repeats of the per-repeat
+    pooled difference; ``difference_min`` / ``difference_max`` its range), ``ci_low``,
+    ``ci_high``, ``p_value``, ``p_holm`` (Holm-adjusted within the metric over the
+    ``comparisons`` models with a p-value), ``n`` (ids compared per repeat) and ``resamples``
+    (resamples where both are defined). A metric that is undefined for either model (AUC of a
+    one-hot predictor) has NaN everywhere.
     """
     if reference not in frames:
         raise ValueError(f"reference model {reference!r} has no predictions; models: {sorted(frames)}")
@@ -182,18 +287,21 @@ def paired_comparison(
     for model, frame in frames.items():
         if model == reference:
             continue
-        common = sorted(set(frame["id"]) & set(frames[reference]["id"]))
-        if not common:
+        a, r = _common(frame, frames[reference])
+        if a.empty:
             raise ValueError(f"models {model!r} and {reference!r} have no predicted id in common")
-        a = frame.set_index("id").loc[common].reset_index()
-        r = frames[reference].set_index("id").loc[common].reset_index()
-        point_a, point_r = compute_metrics(a, classes, ordinal), compute_metrics(r, classes, ordinal)
-        boot_a = resampled_scores(a, classes, ordinal, resamples)
-        boot_r = resampled_scores(r, classes, ordinal, resamples)
+        points_a, _ = repeat_values(a, classes, ordinal)
+        points_r, _ = repeat_values(r, classes, ordinal)
+        boot_a = resampled_mean(a, classes, ordinal, resamples)
+        boot_r = resampled_mean(r, classes, ordinal, resamples)
         for m in metrics:
             if m == "kappa_quadratic" and not ordinal:
                 continue
-            defined = point_a[m] is not None and point_r[m] is not None
+            value_a = mean_over_repeats([p[m] for p in points_a])[0]
+            value_r = mean_over_repeats([p[m] for p in points_r])[0]
+            defined = np.isfinite(value_a) and np.isfinite(value_r)
+            per_repeat = [pa[m] - pr[m] for pa, pr in zip(points_a, points_r)] if defined else []
+            difference, diff_min, diff_max = mean_over_repeats(per_repeat)
             diff = boot_a[m] - boot_r[m]
             low, high, kept = percentile_interval(diff, level) if defined else (math.nan, math.nan, 0)
             rows.append(
@@ -201,29 +309,24 @@ def paired_comparison(
                     "model": model,
                     "reference": reference,
                     "metric": m,
-                    "n": len(common),
-                    "model_value": math.nan if point_a[m] is None else point_a[m],
-                    "reference_value": math.nan if point_r[m] is None else point_r[m],
-                    "difference": point_a[m] - point_r[m] if defined else math.nan,
+                    "n": int(max(len(part) for part in repeats_of(a))),
+                    "model_value": value_a,
+                    "reference_value": value_r,
+                    "difference": difference,
                     "ci_low": low,
                     "ci_high": high,
                     "p_value": two_sided_p(diff) if defined else math.nan,
                     "resamples": kept,
+                    "repeats": len(points_a),
+                    "difference_min": diff_min,
+                    "difference_max": diff_max,
                 }
             )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "model",
-            "reference",
-            "metric",
-            "n",
-            "model_value",
-            "reference_value",
-            "difference",
-            "ci_low",
-            "ci_high",
-            "p_value",
-            "resamples",
-        ],
-    )
+    table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_holm", "comparisons")])
+    table["p_holm"] = math.nan
+    table["comparisons"] = 0
+    for _, index in table.groupby("metric", sort=False).groups.items():
+        p = table.loc[index, "p_value"].to_numpy(dtype=float)
+        table.loc[index, "p_holm"] = holm(p)
+        table.loc[index, "comparisons"] = int(np.isfinite(p).sum())
+    return table[COMPARISON_COLUMNS]
