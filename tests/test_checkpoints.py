@@ -30,6 +30,7 @@ SLIDE_KEYS = [
     "feature_mean",
     "feature_std",
     "best_score",
+    "provenance",  # hmf.provenance.stamp of the params
 ]
 
 
@@ -100,6 +101,7 @@ def test_patient_checkpoint_round_trip(tmp_path):
         "classes",
         "params",
         "best_epoch",
+        "provenance",
     ]
     rebuilt, ckpt = load_patient_model(path, classes)
     slides = torch.randn(3, 8)
@@ -113,7 +115,7 @@ def test_slide_embeddings_round_trip_and_checks(tmp_path):
     probs = torch.softmax(torch.randn(3, 4), -1)
     write_slide_embeddings(path, ["a", "b", "c"], torch.randn(3, 5).numpy(), probs, CLASSES, model="abmil")
     saved = torch.load(path, weights_only=True)
-    assert list(saved) == ["slide_ids", "embeddings", "probs", "classes", "model"]
+    assert list(saved) == ["slide_ids", "embeddings", "probs", "classes", "model", "provenance"]
     assert saved["embeddings"].dtype == torch.float32
     read = read_slide_embeddings(path)
     assert read.row_of() == {"a": 0, "b": 1, "c": 2} and read.model == "abmil" and read.source is None

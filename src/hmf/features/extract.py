@@ -134,6 +134,7 @@ def extract_features(
             "patch_size": int(coords_attrs["patch_size"]),
             "precision": precision,
         },
+        settings={"encoder": enc_settings, "precision": precision},
     )
     del feats
     seconds = time.perf_counter() - start

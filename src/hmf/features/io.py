@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from hmf.atomic import atomic_path, save_torch
+from hmf.provenance import stamp
 
 if TYPE_CHECKING:
     import torch
@@ -81,8 +82,13 @@ def write_feature_files(
     coords_attrs: dict,
     encoder: Encoder,
     extra_attrs: dict,
+    settings: Any = None,
 ) -> None:
     """``h5_files/<slide>.h5`` (features, coords, attributes) and ``pt_files/<slide>.pt`` (features).
+
+    The h5 file's attributes carry :func:`hmf.provenance.stamp` of ``settings`` (the encoder
+    settings and precision that made it: ``hmf_version``, ``hmf_commit``, ``settings_sha256``);
+    the ``.pt`` file is the bare tensor of CLAM's layout and cannot carry attributes.
 
     Both are written from ``features`` itself (float32, contiguous, a whole storage), without a
     second copy: h5py writes straight from the array's memory and ``torch.save`` from the
@@ -115,6 +121,8 @@ def write_feature_files(
             fh.attrs["dim"] = int(encoder.dim)
             fh.attrs["input_size"] = int(encoder.input_size)
             for key, value in extra_attrs.items():
+                fh.attrs[key] = value
+            for key, value in stamp(settings).items():
                 fh.attrs[key] = value
     save_torch(out_pt, features)
 

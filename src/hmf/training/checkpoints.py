@@ -4,8 +4,9 @@ model rebuilt from them here.
 A slide checkpoint holds the model's name, weights, input and text sizes, classes, the
 hyperparameters it was trained with, its best epoch and score, and the training fold's feature
 statistics (None when features were not standardised). A patient checkpoint holds the name,
-weights, slide-embedding size, classes, hyperparameters and best epoch. Both are plain dicts
-of tensors and Python values, so they load with ``torch.load(weights_only=True)``.
+weights, slide-embedding size, classes, hyperparameters and best epoch. Both also hold
+``provenance`` (the code version and the hyperparameters' digest, :mod:`hmf.provenance`) and
+are plain dicts of tensors and Python values, so they load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from hmf.atomic import save_torch
+from hmf.provenance import stamp
 from hmf.training import standardise
 
 
@@ -80,8 +82,9 @@ def _as_dict(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
-    """Write ``checkpoint`` atomically (a dict with one key per field)."""
-    save_torch(path, _as_dict(checkpoint))
+    """Write ``checkpoint`` atomically: a dict with one key per field, and ``provenance``
+    (:func:`hmf.provenance.stamp` of the hyperparameters ``params``)."""
+    save_torch(path, {**_as_dict(checkpoint), "provenance": stamp(checkpoint.params)})
 
 
 def read_checkpoint(path: str | os.PathLike, kind: type[Checkpoint]) -> Checkpoint:

@@ -165,7 +165,15 @@ def train_slide_fold(
         outputs.predictions,
     )
 
-    write_slide_embeddings(outputs.embeddings, all_ids, every["embedding"], every["probs"], classes, model=model_name)
+    write_slide_embeddings(
+        outputs.embeddings,
+        all_ids,
+        every["embedding"],
+        every["probs"],
+        classes,
+        model=model_name,
+        settings=hp.as_dict(),
+    )
     write_checkpoint(
         outputs.checkpoint,
         SlideCheckpoint(

@@ -1,21 +1,30 @@
 """The slide embeddings file (``embeddings.pt``): a slide model's embedding and class
 probabilities of every slide, which the patient models read.
 
-Keys: ``slide_ids`` (S), ``embeddings`` (S, E) and ``probs`` (S, C), or (K, S, E) and
-(K, S, C) with one row block per fold model (the predict target's file), ``classes`` (C),
-and where known ``model`` (the slide model's name) and ``source`` (per slide: ``outer`` or
-``inner_<j>``, for cross-fitted embeddings).
+Keys: ``slide_ids`` (S), ``embeddings`` (S, E) and ``probs`` (S, C), or (M, S, E) and
+(M, S, C) with one row block per model, ``classes`` (C), and where known ``model`` (the slide
+model's name), ``source`` (per slide, for cross-fitted embeddings) and ``provenance`` (the
+code version and the digest of the settings that made the file, :mod:`hmf.provenance`).
+
+The blocks are the K fold models in the predict target's ``embeddings.pt``, and the J inner
+models of one outer fold in a cross-fitted file (``embeddings_cross_fitted.pt``, and the
+predict target's ``fold_<k>/embeddings_inner.pt``). In a cross-fitted training file a
+training or validation slide has the same row in every block, from the inner model that held
+its patient out (``source`` ``inner_<j>``); any other slide has inner model j's embedding in
+block j (``source`` ``each_inner``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from hmf.atomic import save_torch
+from hmf.provenance import stamp
 
 REQUIRED_KEYS = ("slide_ids", "embeddings", "probs", "classes")
 
@@ -33,6 +42,11 @@ class SlideEmbeddings:
         """Slide id -> its row."""
         return {slide_id: i for i, slide_id in enumerate(self.slide_ids)}
 
+    def blocks(self) -> torch.Tensor:
+        """The embeddings as (M, S, E) float32: the file's row blocks, or its one block."""
+        embeddings = self.embeddings.float()
+        return embeddings if embeddings.dim() == 3 else embeddings[None]
+
 
 def _float(values: torch.Tensor | np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(values) if isinstance(values, np.ndarray) else values).float()
@@ -46,8 +60,10 @@ def write_slide_embeddings(
     classes,
     model: str | None = None,
     source: list[str] | None = None,
+    settings: Any = None,
 ) -> None:
-    """Write an embeddings file atomically (``model`` and ``source`` only where given)."""
+    """Write an embeddings file atomically (``model`` and ``source`` only where given), with
+    ``provenance``: :func:`hmf.provenance.stamp` of the ``settings`` that made it."""
     saved = {
         "slide_ids": list(slide_ids),
         "embeddings": _float(embeddings),
@@ -58,6 +74,7 @@ def write_slide_embeddings(
         saved["model"] = model
     if source is not None:
         saved["source"] = list(source)
+    saved["provenance"] = stamp(settings)
     _check(saved, path)
     save_torch(path, saved)
 
