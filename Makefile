@@ -27,11 +27,12 @@ report: setup  ## build what is missing, then the self-contained Snakemake repor
 test: setup  ## run the test suite
 	$(BIN)/pytest -q
 
-lint: setup  ## Snakemake's linter, ruff (lint and format) and snakefmt; CI runs it
+lint: setup  ## Snakemake's linter, ruff (lint and format), snakefmt and the import layers; CI runs it
 	$(BIN)/snakemake --lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules tests/slurm/workflow/Snakefile
+	$(BIN)/lint-imports
 
 dag: setup
 	$(BIN)/snakemake -n
