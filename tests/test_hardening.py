@@ -28,7 +28,7 @@ GOOD_SHEET = (
     "s1,p1,slides/a.svs,IDC\n"
     "s2,p2,slides/b.svs,ILC\n"
     "s3,p3,slides/c.svs,IDC\n"
-    "s4,p4,slides/c.svs,ILC\n"
+    "s4,p4,slides/d.svs,ILC\n"
 )
 
 
@@ -43,12 +43,13 @@ def _user_config(**sections) -> dict:
 
 
 def _slides(folder: Path, sheet: str) -> None:
-    """The sheet, and its slides: links to the real Aperio slide in the workflow copy."""
+    """The sheet, and its slides: copies of the real Aperio slide in the workflow copy, each with
+    its own trailing bytes (one slide file in two rows is refused)."""
     (folder / "slides").mkdir(parents=True, exist_ok=True)
     root = next(p for p in (folder, *folder.parents) if (p / "resources/sources").is_dir())
-    aperio = root / "resources/sources/cmu_small_region.svs"
-    for name in ("a.svs", "b.svs", "c.svs"):
-        (folder / "slides" / name).symlink_to(aperio)
+    aperio = (root / "resources/sources/cmu_small_region.svs").read_bytes()
+    for name in ("a.svs", "b.svs", "c.svs", "d.svs"):
+        (folder / "slides" / name).write_bytes(aperio + name.encode())
     (folder / "sheet.csv").write_text(sheet)
 
 
@@ -134,7 +135,7 @@ BAD_INPUTS = {
     "slide-path-is-a-folder": (
         _user_config,
         "slide_id,patient_id,path,patient_label\ns1,p1,slides,IDC\ns2,p2,slides/b.svs,ILC\n",
-        ["sheet.csv line 2: slide s1:", "is a folder, not a slide file"],
+        ["sheet.csv line 2: slide s1:", "is not a regular file (a folder"],
     ),
 }
 

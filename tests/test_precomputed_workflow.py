@@ -108,7 +108,9 @@ def test_preprocessing_needs_no_labels(tmp_path, aperio_slide):
     """Two unlabelled slides: the features target plans; a target that trains says why not."""
     workdir = copy_workflow(tmp_path / "wf")
     sheet = tmp_path / "sheet.csv"
-    pd.DataFrame({"slide_id": ["a", "b"], "patient_id": ["p1", "p2"], "path": [str(aperio_slide)] * 2}).to_csv(
+    second = tmp_path / "second.svs"  # one slide file in two rows is refused: a copy with its own last bytes
+    second.write_bytes(aperio_slide.read_bytes() + b"second")
+    pd.DataFrame({"slide_id": ["a", "b"], "patient_id": ["p1", "p2"], "path": [str(aperio_slide), str(second)]}).to_csv(
         sheet, index=False
     )
     config = {"dataset": {"name": "unlabelled", "task": "camelyon17", "format": "generic", "sample_sheet": str(sheet)}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ BRCA = get_task("tcga_brca")
 
 
 def _touch(folder: Path, names):
+    """Slide files, each with its own content (a copy of one slide under two names is refused)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (folder / name).write_bytes(b"slide")
+        (folder / name).write_bytes(f"slide {name}".encode())
 
 
 def _generic(tmp_path: Path, rows, header="slide_id,patient_id,path,slide_label,patient_label,node") -> Path:
@@ -186,3 +188,157 @@ def test_camelyon17_centre_subfolders(tmp_path):
         slide.rename(centre / slide.name)
     frame = validate_sample_sheet(load_camelyon17(labels, tmp_path / "slides"), CAMELYON)
     assert all("/center_0/" in p for p in frame["path"])
+
+
+# --- one slide, one row --------------------------------------------------------------------------
+
+
+def test_one_slide_file_in_two_rows_is_refused(tmp_path):
+    """The same file by another path (a link, ``..``, a hard link) or a copy of it: refused,
+    naming both rows and both files."""
+    import os
+    import shutil
+
+    _touch(tmp_path, ["a.svs", "b.svs", "c.svs"])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.svs").symlink_to(tmp_path / "a.svs")
+    os.link(tmp_path / "c.svs", tmp_path / "hard.svs")
+    shutil.copy(tmp_path / "b.svs", tmp_path / "copy.svs")
+    rows = [
+        "s1,p1,a.svs,,IDC,",
+        "s2,p2,b.svs,,ILC,",
+        "s3,p3,c.svs,,IDC,",
+        "s4,p4,link.svs,,ILC,",
+        "s5,p5,sub/../b.svs,,IDC,",
+        "s6,p6,hard.svs,,ILC,",
+        "s7,p7,copy.svs,,IDC,",
+    ]
+    with pytest.raises(SampleSheetError) as caught:
+        validate_sample_sheet(load_generic(_generic(tmp_path, rows)), BRCA)
+    message = str(caught.value)
+    assert message.startswith("4 problems:")
+    sheet = tmp_path / "sheet.csv"
+    for later, earlier, how in (
+        ("line 5: slide s4: slide file {d}/link.svs", "line 2 (slide s1, {d}/a.svs)", "is the same file as"),
+        ("line 6: slide s5: slide file {d}/sub/../b.svs", "line 3 (slide s2, {d}/b.svs)", "is the same file as"),
+        ("line 7: slide s6: slide file {d}/hard.svs", "line 4 (slide s3, {d}/c.svs)", "is the same file as"),
+        (
+            "line 8: slide s7: slide file {d}/copy.svs",
+            "line 3 (slide s2, {d}/b.svs)",
+            "has the same content (size, first and last MiB) as",
+        ),
+    ):
+        expected = f"{sheet} {later.format(d=tmp_path)} {how} {earlier.format(d=tmp_path)}"
+        assert expected in message, (expected, message)
+    # Without the file checks (precomputed features) the slide files are not compared.
+    assert len(validate_sample_sheet(load_generic(_generic(tmp_path, rows)), BRCA, check_files=False)) == 7
+
+
+def test_feature_files_of_two_slides_are_one(tmp_path):
+    from hmf.data.sample_sheet import check_feature_files
+
+    sheet = validate_sample_sheet(
+        load_generic(_generic(tmp_path, ["s1,p1,a.svs,,IDC,", "s2,p2,b.svs,,ILC,"])), BRCA, check_files=False
+    )
+    (tmp_path / "s1.h5").write_bytes(b"features")
+    (tmp_path / "s2.h5").write_bytes(b"features")
+    files = {"s1": str(tmp_path / "s1.h5"), "s2": str(tmp_path / "s2.h5")}
+    with pytest.raises(SampleSheetError, match=r"slide s2: feature file .*s2.h5 has the same content .* \(slide s1, "):
+        check_feature_files(sheet, files)
+    (tmp_path / "s2.h5").write_bytes(b"other features")
+    check_feature_files(sheet, files)
+
+
+def test_patient_ids_that_differ_only_in_case(tmp_path):
+    _touch(tmp_path, ["a.svs", "b.svs", "c.svs"])
+    sheet = _generic(
+        tmp_path, ["s1,TCGA-AA-0001,a.svs,,IDC,", "s2,TCGA-AA-0001,b.svs,,IDC,", "s3,tcga-aa-0001,c.svs,,IDC,"]
+    )
+    with pytest.raises(
+        SampleSheetError,
+        match=r"line 4: patient ids 'TCGA-AA-0001', 'tcga-aa-0001' differ only in case \(line 2 has 'TCGA-AA-0001'\)",
+    ):
+        validate_sample_sheet(load_generic(sheet), BRCA)
+
+
+def test_slide_path_must_be_a_regular_file(tmp_path):
+    import os
+
+    _touch(tmp_path, ["a.svs"])
+    os.mkfifo(tmp_path / "pipe.svs")
+    (tmp_path / "data.mrxs").mkdir()
+    rows = ["s1,p1,a.svs,,IDC,", "s2,p2,pipe.svs,,IDC,", "s3,p3,/dev/zero,,IDC,", "s4,p4,data.mrxs,,IDC,"]
+    with pytest.raises(SampleSheetError) as caught:
+        validate_sample_sheet(load_generic(_generic(tmp_path, rows)), BRCA)
+    message = str(caught.value)
+    assert f"line 3: slide s2: {tmp_path}/pipe.svs is not a regular file (a FIFO)" in message
+    assert "line 4: slide s3: /dev/zero is not a regular file (a character device)" in message
+    assert f"line 5: slide s4: {tmp_path}/data.mrxs is not a regular file (a folder; give the slide file" in message
+
+
+def test_every_problem_is_listed_up_to_a_limit(tmp_path):
+    from hmf.data.sample_sheet import MAX_SHOWN
+
+    _touch(tmp_path, ["a.svs"])
+    rows = ["s0,p0,a.svs,,IDC,"] + [f"s{i},p{i},gone{i}.svs,,IDC," for i in range(1, MAX_SHOWN + 6)]
+    with pytest.raises(SampleSheetError) as caught:
+        validate_sample_sheet(load_generic(_generic(tmp_path, rows)), BRCA)
+    message = str(caught.value)
+    assert message.startswith(f"{MAX_SHOWN + 5} problems:")
+    assert "line 3: slide s1: file not found" in message and message.endswith("... and 5 more")
+    assert message.count("file not found") == MAX_SHOWN
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [("ID\u202eC", "U+202E"), ("A\u200bB", "U+200B"), ("tab\there", "U+0009"), ("IDC,ILC", "a comma")],
+)
+def test_custom_class_names_are_printable_and_without_commas(name, shown):
+    from hmf.tasks import get_task
+
+    with pytest.raises(ValueError, match=rf"config key dataset.classes.slide_classes: class name .*{re.escape(shown)}"):
+        get_task("custom", {"patient_classes": ["A", "B"], "slide_classes": ["A", name]})
+    assert get_task("custom", {"patient_classes": ["grade 1 (low)", "Grade 2/3 – high"]}).patient_classes
+
+
+def test_pn_stage_from_counts_is_the_pn_rule():
+    from itertools import product
+
+    from hmf.tasks import CAMELYON17_SLIDE, pn_stage_from_counts
+
+    for nodes in product(CAMELYON17_SLIDE, repeat=4):
+        counts = (
+            sum(n in ("micro", "macro") for n in nodes),
+            sum(n == "macro" for n in nodes),
+            sum(n == "itc" for n in nodes),
+        )
+        assert pn_stage_from_counts(*counts) == pn_stage(list(nodes))
+
+
+def test_validating_a_100k_row_sheet_takes_seconds(tmp_path):
+    """10^5 slides of 2*10^4 patients whose stages the pN rule derives: within 5 s of CPU."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from hmf.tasks import CAMELYON17_SLIDE
+
+    n = 100_000
+    rng = np.random.default_rng(0)
+    pd.DataFrame(
+        {
+            "slide_id": [f"patient_{i // 5}_node_{i % 5}" for i in range(n)],
+            "patient_id": [f"patient_{i // 5}" for i in range(n)],
+            "path": [f"slides/patient_{i // 5}_node_{i % 5}.tif" for i in range(n)],
+            "slide_label": np.array(CAMELYON17_SLIDE)[rng.integers(0, 4, n)],
+            "node": np.arange(n) % 5,
+        }
+    ).to_csv(tmp_path / "sheet.csv", index=False)
+    start = time.process_time()
+    frame = validate_sample_sheet(load_generic(tmp_path / "sheet.csv"), CAMELYON, check_files=False)
+    seconds = time.process_time() - start
+    assert len(frame) == n and (frame["patient_label"] != "").all()
+    labels = frame[frame["patient_id"] == "patient_7"].sort_values("node")["slide_label"]
+    assert frame.loc[frame["patient_id"] == "patient_7", "patient_label"].iloc[0] == pn_stage(list(labels))
+    assert seconds <= 5, f"{seconds:.1f} s of CPU to validate {n} rows"

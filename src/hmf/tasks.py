@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -68,6 +69,9 @@ def get_task(name: str, custom: dict | None = None) -> Task:
             raise ValueError("task 'custom' needs dataset.classes.patient_classes in the config")
         labelset = custom.get("labelset", "custom")
         slide = custom.get("slide_classes")
+        for key in ("patient_classes", "slide_classes"):
+            for name in custom.get(key) or ():
+                check_class_name(name, f"dataset.classes.{key}")
         return Task(
             name="custom",
             patient_classes=tuple(custom["patient_classes"]),
@@ -76,6 +80,23 @@ def get_task(name: str, custom: dict | None = None) -> Task:
             ordinal=tuple(custom.get("ordinal", ())),
         )
     raise ValueError(f"unknown task {name!r}: choose one of {sorted(TASKS) + ['custom']}")
+
+
+def check_class_name(name, key: str) -> None:
+    """A class name shows in tables, figures and CSV headers (``prob_<class>``): printable
+    characters only (no control or bidirectional-formatting characters, which can make one
+    label display as another) and no comma. ValueError naming the config key."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"config key {key}: class name {name!r} must be a non-empty string")
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")})
+    if bad or not name.isprintable():
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad) or "non-printable characters"
+        raise ValueError(
+            f"config key {key}: class name {name!r} contains {shown}; class names may hold printable "
+            f"characters only (no control or bidirectional-formatting characters)"
+        )
+    if "," in name:
+        raise ValueError(f"config key {key}: class name {name!r} contains a comma, which splits CSV cells and lists")
 
 
 def pn_stage(slide_labels: list[str]) -> str:
@@ -90,6 +111,12 @@ def pn_stage(slide_labels: list[str]) -> str:
     pos = sum(label in ("micro", "macro") for label in slide_labels)
     macro = sum(label == "macro" for label in slide_labels)
     itc = sum(label == "itc" for label in slide_labels)
+    return pn_stage_from_counts(pos, macro, itc)
+
+
+def pn_stage_from_counts(positive: int, macro: int, itc: int) -> str:
+    """:func:`pn_stage` from a patient's counts of positive (micro or macro), macro and ITC nodes."""
+    pos = positive
     if pos == 0:
         return "pN0(i+)" if itc > 0 else "pN0"
     if macro == 0:

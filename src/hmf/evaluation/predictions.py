@@ -7,14 +7,15 @@ probabilities (the pN rule) write a one-hot row.
 
 The predict target's files for new, unlabelled patients have no ``true_label``: the ensemble
 (``id``, optional columns such as ``patient_id``, ``pred_label``, ``prob_<class>...`` (the
-mean over the K fold models), ``std_<class>...`` (their spread), ``folds``) and the per-fold
-rows (``id, fold, pred_label, prob_<class>...``).
+mean over the K fold models), ``std_<class>...`` (their spread), ``folds``, ``in_sample``) and
+the per-fold rows (``id, fold, pred_label, prob_<class>..., in_sample``). ``in_sample`` is true
+for training slides or patients re-scored with ``predict.allow_training_slides``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -97,26 +98,63 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str]) -> pd.Data
     return frame[expected].sort_values("id", kind="stable").reset_index(drop=True)
 
 
+TIE_TOLERANCE = 1e-9  # probabilities this close to the row's maximum count as tied
+
+
+def ensemble_labels(
+    ids, mean: np.ndarray, classes: Sequence[str], preferred: Mapping[str, str] | None = None
+) -> list[str]:
+    """The arg-max class of each row of ``mean`` (n, C). Where several classes tie for the
+    maximum, ``preferred[id]`` decides (e.g. the pN rule over the ensemble's node labels):
+    that class if it is tied, else the tied class nearest to it in the class order (the later
+    one at equal distance). Without a preference a tie goes to the first class."""
+    classes = list(classes)
+    labels = []
+    for i, row in zip(ids, mean):
+        tied = np.flatnonzero(row >= row.max() - TIE_TOLERANCE)
+        choice = int(tied[0])
+        if len(tied) > 1 and preferred is not None and preferred.get(i) in classes:
+            want = classes.index(preferred[i])
+            choice = int(min(tied, key=lambda k: (abs(int(k) - want), -int(k))))
+        labels.append(classes[choice])
+    return labels
+
+
 def write_ensemble_predictions(
-    ids, probs: np.ndarray, classes: Sequence[str], path: str | os.PathLike, extra: dict | None = None
+    ids,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    extra: dict | None = None,
+    preferred: Mapping[str, str] | None = None,
+    in_sample: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """The predict target's ensemble file from the fold models' probabilities ``probs`` (K, n, C):
-    their mean, its arg-max and their standard deviation over the folds (NaN for one fold).
-    ``extra`` columns (name -> one value per id) follow ``id``. Returns the frame written."""
+    their mean, its arg-max (ties: see :func:`ensemble_labels`) and their standard deviation over
+    the folds (NaN for one fold). ``extra`` columns (name -> one value per id) follow ``id``;
+    ``in_sample`` (ids predicted in-sample), if given, adds a boolean ``in_sample`` column.
+    Returns the frame written."""
     mean = probs.mean(axis=0)
-    frame = pd.DataFrame({"id": list(ids), **(extra or {}), "pred_label": [classes[i] for i in mean.argmax(axis=1)]})
+    frame = pd.DataFrame(
+        {"id": list(ids), **(extra or {}), "pred_label": ensemble_labels(ids, mean, classes, preferred)}
+    )
     for column, values in zip(prob_columns(classes), mean.T):
         frame[column] = values
     std = probs.std(axis=0, ddof=1) if probs.shape[0] > 1 else np.full_like(mean, np.nan)
     for c, values in zip(classes, std.T):
         frame[f"{STD_PREFIX}{c}"] = values
     frame["folds"] = probs.shape[0]
+    if in_sample is not None:
+        frame["in_sample"] = frame["id"].isin(set(in_sample))
     write_csv(path, frame)
     return frame
 
 
-def write_fold_predictions(ids, probs: np.ndarray, classes: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
-    """The predict target's per-fold file: one row per fold model and id. Returns the frame written."""
+def write_fold_predictions(
+    ids, probs: np.ndarray, classes: Sequence[str], path: str | os.PathLike, in_sample: Collection[str] | None = None
+) -> pd.DataFrame:
+    """The predict target's per-fold file: one row per fold model and id (``in_sample`` as for
+    :func:`write_ensemble_predictions`). Returns the frame written."""
     rows = []
     for k, fold in enumerate(probs):
         part = pd.DataFrame({"id": list(ids), "fold": k, "pred_label": [classes[i] for i in fold.argmax(axis=1)]})
@@ -124,6 +162,8 @@ def write_fold_predictions(ids, probs: np.ndarray, classes: Sequence[str], path:
             part[column] = values
         rows.append(part)
     frame = pd.concat(rows, ignore_index=True)
+    if in_sample is not None:
+        frame["in_sample"] = frame["id"].isin(set(in_sample))
     write_csv(path, frame)
     return frame
 
