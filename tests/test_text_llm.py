@@ -339,3 +339,101 @@ def test_answers_are_bounded(serve, key, tmp_path):
     settings = LLMSettings.from_config({**llm_config(only_long)["llm"], "max_retries": 0})
     with pytest.raises(LLMError, match="at most 1000 characters, need 6"):
         generate_descriptions(["IDC"], settings)
+
+
+# --- credentials in a server's answers are scrubbed; a planted key is never shown or stored ----
+
+OTHER_TOKEN = "gsk_" + "Qw3rTy7uIo9pAs1dFg5hJk2lZx4cVb6nM8qW0eRt"
+
+
+def test_credentials_echoed_in_answers_are_scrubbed_from_logs_and_errors(serve, key, tmp_path):
+    """Malformed answers and error bodies that echo the key, another provider's key, a
+    password or an Authorization header: none of them reaches the log or the error."""
+    echo = f"Sorry. Authorization: Bearer {key}; other key {OTHER_TOKEN}; url http://bob:hunter2x@h/v1; password=s3cr3t"
+    server = serve([("content", echo), ("status", 500), ("content", "{" + echo)])
+    log_file = tmp_path / "prompts.log"
+    setup_logging(str(log_file), level=logging.DEBUG)
+    try:
+        with pytest.raises(LLMError) as err:
+            make_prompts(tmp_path / "p.json", "tcga_brca", CLASSES, llm_text(server, max_retries=2))
+        logging.getLogger("test").error("failed: %s", err.value)
+    finally:
+        setup_logging(None)
+    text = log_file.read_text() + str(err.value)
+    assert "malformed answer" in text and "HTTP 500" in text and "Bearer ***" in text
+    for secret in (key, OTHER_TOKEN, "hunter2x", "s3cr3t"):
+        assert secret not in text, secret
+
+
+def test_prompts_params_never_hold_the_key_variable():
+    from hmf.settings import result_params
+    from hmf.text.settings import prompts_params
+
+    text = text_settings({"source": "llm", "llm": {"api_key_env": "MY_PROVIDER_KEY", "model": "m"}})
+    params = json.dumps(result_params("text", prompts_params(text)))
+    assert "api_key_env" not in params and "MY_PROVIDER_KEY" not in params
+
+
+def _snakemake(workdir, *args, env):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--snakefile", str(workdir / "Snakefile"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+        env=env,
+    )
+
+
+def _files_holding(folder, secret: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.workflow
+def test_planted_key_is_in_no_log_stderr_or_metadata(tmp_path):
+    """The prompts rule under Snakemake: a key whose server echoes it in answers and errors,
+    then the same key pasted into text.llm.api_key_env, then a password in base_url. The key
+    and the password are in no rule log, no output of Snakemake and no .snakemake/metadata."""
+    import os
+
+    from test_text_workflow import PROMPTS, SNAKEFILE, write_config
+
+    planted = "gsk_" + secrets.token_hex(20)
+    password = "pw-" + secrets.token_hex(8)
+    env = {**os.environ, "HMF_PLANTED_KEY": planted}
+    server = FakeOpenAI([("content", f"not JSON; you sent Bearer {planted}"), ("status", 500), ("auto",)])
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    llm = {"base_url": server.base_url, "model": "m1", "api_key_env": "HMF_PLANTED_KEY", "backoff_s": 0.01}
+    try:
+        write_config(tmp_path, {"source": "llm", "llm": llm})
+        proc = _snakemake(tmp_path, PROMPTS, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert server.headers[0]["authorization"] == f"Bearer {planted}"  # the key was used
+        log = (tmp_path / "logs/t/prompts/tcga_brca.log").read_text()
+        assert "malformed answer" in log and "HTTP 500" in log  # the echoes were logged, scrubbed
+        outputs = [proc.stdout + proc.stderr]
+
+        (tmp_path / PROMPTS).unlink()
+        write_config(tmp_path, {"source": "llm", "llm": {**llm, "api_key_env": planted}})
+        proc = _snakemake(tmp_path, PROMPTS, env=env)
+        assert proc.returncode != 0 and "config key text.llm.api_key_env: looks like a secret key" in proc.stderr
+        outputs.append(proc.stdout + proc.stderr)
+
+        base_url = server.base_url.replace("http://", f"http://user:{password}@")
+        write_config(tmp_path, {"source": "llm", "llm": {**llm, "base_url": base_url}})
+        proc = _snakemake(tmp_path, PROMPTS, env=env)
+        assert proc.returncode != 0 and "config key text.llm.base_url: holds credentials" in proc.stderr
+        outputs.append(proc.stdout + proc.stderr)
+    finally:
+        server.close()
+    assert len(server.requests) == 4  # IDC: malformed, 500, valid; ILC: valid; nothing after
+    for output in outputs:
+        assert planted not in output and password not in output
+    assert (tmp_path / ".snakemake/metadata").is_dir()
+    for secret in (planted, password):
+        assert _files_holding(tmp_path / ".snakemake/metadata", secret) == []
+        assert _files_holding(tmp_path / "logs", secret) == []
+        assert _files_holding(tmp_path / "results", secret) == []

@@ -235,8 +235,6 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
     HDF5 datasets report their shape without being read; a ``.pt`` file is memory-mapped, so
     only the pages torch touches to build the tensor's metadata are read.
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise FeatureFileError(f"feature file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
@@ -253,6 +251,8 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
         except OSError as err:
             raise FeatureFileError(f"feature file {path} is not a readable HDF5 file: {err}") from None
     elif suffix in (".pt", ".pth"):
+        import torch
+
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # a legacy (non-zip) file cannot be mapped: read it whole once
@@ -277,8 +277,6 @@ def describe(path: str | os.PathLike) -> FeatureFileInfo:
 def _blocks(path: Path, rows: int):
     """(first row, float32 block of up to ``rows`` rows) over a feature file's features, read
     block by block (an h5 dataset slice by slice, a ``.pt`` tensor memory-mapped)."""
-    import torch
-
     if path.suffix.lower() in (".h5", ".hdf5"):
         import h5py
 
@@ -288,6 +286,8 @@ def _blocks(path: Path, rows: int):
                 with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused
                     yield start, np.asarray(dataset[start : start + rows], dtype=np.float32)
         return
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a legacy (non-zip) file cannot be mapped
