@@ -15,6 +15,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 sys.path.insert(0, f"{workflow.basedir}/src")
 
+
+include: "rules/scheduling.smk"
+
+
 from hmf.config import ConfigError, check_model_params, validate_config
 
 # The demo config is the default; a config given with --configfile replaces it (rather

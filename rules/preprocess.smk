@@ -1,6 +1,11 @@
 # Slides to features, CLAM-compatible: tissue segmentation, patch coordinates, patch features,
 # and a QC table across slides. Parameters come from the `preprocessing:` and `features:`
 # config sections (config/schema/{preprocessing,features}.schema.yaml).
+#
+# Segmentation and patching take a second or two per slide: on a cluster, the jobs of many
+# slides run as one cluster job (group `preprocess`; profiles/slurm sets how many slides with
+# `group-components`). They stay one job per slide for Snakemake, so a changed slide redoes only
+# its own. A local run ignores groups.
 
 
 rule segment:
@@ -16,11 +21,13 @@ rule segment:
         f"{LOGS}/segment/{{slide}}.log",
     benchmark:
         f"{BENCH}/segment/{{slide}}.tsv"
+    group:
+        "preprocess"
     conda:
         "../envs/hmf.yaml"
     resources:
         # From the slide: the size of the image segmentation reads, and its masks.
-        mem_mb=lambda wc, input: segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wc)),
+        mem_mb=get_segment_mem_mb,
     params:
         preprocessing=config["preprocessing"],
         mpp=slide_mpp,
@@ -38,6 +45,8 @@ rule patch:
         stitch=f"{R}/stitches/{{slide}}.jpg",
     log:
         f"{LOGS}/patch/{{slide}}.log",
+    group:
+        "preprocess"
     conda:
         "../envs/hmf.yaml"
     params:

@@ -4,6 +4,9 @@
 # rules/common.smk includes this file, and so can a minimal Snakefile that runs preprocess.smk
 # alone (tests/standalone.py, for the tests and benchmarks/bench_features.py).
 
+import errno
+import os
+
 from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
@@ -23,6 +26,15 @@ def slide_path(wildcards):
 def slide_mpp(wildcards):
     """Per-slide µm per pixel from the sample sheet, or None to read it from the slide."""
     return _MPP.get(wildcards.slide)
+
+
+def get_segment_mem_mb(wildcards, input):
+    """Memory of a segmentation job, from the size of its slide (hmf.resources). A dry run
+    leaves it to be estimated when the job runs (shown as <TBD>) rather than open every slide
+    of the cohort while planning."""
+    if workflow.dryrun:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), input.slide)
+    return segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wildcards))
 
 
 def get_extraction_threads(wildcards, input):

@@ -60,3 +60,35 @@ def test_segmentation_memory_from_the_slide(aperio_slide, tmp_path):
     junk = tmp_path / "junk.svs"
     junk.write_bytes(b"not a slide")
     assert resources.segment_mem_mb(junk, None) == resources.UNREADABLE_SLIDE_MB
+
+
+def test_an_estimate_reads_its_file_once_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    """Snakemake re-evaluates resources on every scheduler pass while a job waits."""
+    import hmf.features.threads as threads
+
+    read = []
+    real = threads.patch_count
+    monkeypatch.setattr(threads, "patch_count", lambda path: read.append(path) or real(path))
+    coords = tmp_path / "coords.h5"
+    with h5py.File(coords, "w") as fh:
+        fh["coords"] = np.zeros((10, 2), dtype=np.int64)
+    few = resources.extract_mem_mb([coords])
+    assert resources.extract_mem_mb([coords]) == few
+    assert len(read) == 1
+    with h5py.File(coords, "w") as fh:  # rewritten: another size, read again
+        fh["coords"] = np.zeros((200_000, 2), dtype=np.int64)
+    assert resources.extract_mem_mb([coords]) > few
+    assert len(read) == 2
+
+
+def test_a_dry_run_leaves_the_segmentation_estimate_to_the_run(aperio_slide, tmp_path):
+    """Planning does not open every slide of the cohort: a dry run shows the segmentation
+    job's memory as still to be estimated (the run estimates it from the slide)."""
+    from standalone import StandalonePreprocessing
+
+    config = {"preprocessing": {"preset": "bwh_biopsy"}, "features": {"device": "cpu"}}
+    run = StandalonePreprocessing(tmp_path, {"cmu": aperio_slide}, config)
+    proc = run.snakemake("results/t/contours/cmu.geojson", args=("-n", "--quiet", "progress"), timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    block = (proc.stdout + proc.stderr).split("rule segment:", 1)[1].split("\n\n", 1)[0]
+    assert "mem_mb=<TBD>" in block, block

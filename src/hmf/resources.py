@@ -4,13 +4,20 @@ Snakemake calls these when a job is about to be scheduled, so its input files ex
 estimate follows the slide's size, the patch count or the largest bag of the job, never a
 fixed figure and never the size of the cohort. The constants were measured on the CPU
 (peak resident memory of whole jobs, see ``benchmarks/bench_real_size.py``) and rounded up.
+
+Snakemake evaluates a job's resources again on every pass of its scheduler while the job waits
+for cores, and a training job's estimate reads the header of every slide's feature file: what
+an estimate reads from a file is remembered for that file's size and modification time, so each
+file is opened once per Snakemake process while it is unchanged.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 MB = 2**20
@@ -45,15 +52,38 @@ def _existing(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    """The existing input as (path, size, modification time): the key under which what was read
+    from it is remembered."""
+    stat = os.stat(_existing(path))
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+# Enough for the files a scheduler pass looks at; an estimate of a file not among them is read again.
+_CACHE_SIZE = 2**16
+
+
 def _round(mb: float) -> int:
     """Up to the next 256 MB, so small differences between slides do not fragment the queue."""
     return int(-(-mb // 256) * 256)
 
 
 def feature_bytes(path: str | os.PathLike) -> int:
+    return _feature_bytes(_file_key(path))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _feature_bytes(key: tuple[str, int, int]) -> int:
     from hmf.features.io import describe
 
-    return describe(_existing(path)).nbytes
+    return describe(key[0]).nbytes
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _patch_count(key: tuple[str, int, int]) -> int:
+    from hmf.features.threads import patch_count
+
+    return patch_count(key[0])
 
 
 def train_slide_mem_mb(model: str, feature_files: Iterable[str | os.PathLike], cache_mb: float) -> int:
@@ -71,21 +101,25 @@ def train_patient_mem_mb(embeddings: str | os.PathLike) -> int:
 def extract_mem_mb(coords_files: Iterable[str | os.PathLike], feature_dim: int = 1024) -> int:
     """Feature extraction: the encoder and its streams, plus one slide's features at a time
     (the largest of the job's slides), held once while the files are written."""
-    from hmf.features.threads import patch_count
-
-    largest = max((patch_count(_existing(path)) for path in coords_files), default=0)
+    largest = max((_patch_count(_file_key(path)) for path in coords_files), default=0)
     return _round(TORCH_JOB_MB + 1024 + largest * feature_dim * 4 / MB)
 
 
 def segment_mem_mb(slide_path: str | os.PathLike, preprocessing: dict | None, mpp: float | None = None) -> int:
     """Tissue segmentation of one slide: the segmentation image and its masks."""
+    return _segment_mem_mb(_file_key(slide_path), json.dumps(preprocessing, sort_keys=True), mpp)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _segment_mem_mb(key: tuple[str, int, int], preprocessing: str, mpp: float | None) -> int:
     from hmf.wsi.presets import resolve_preprocessing
     from hmf.wsi.segmentation import segmentation_image_size
     from hmf.wsi.slide import open_slide
 
-    settings = resolve_preprocessing(preprocessing)
+    settings = resolve_preprocessing(json.loads(preprocessing))
+    slide_path = key[0]
     try:
-        with open_slide(_existing(slide_path), name=Path(slide_path).stem, mpp=mpp) as slide:
+        with open_slide(slide_path, name=Path(slide_path).stem, mpp=mpp) as slide:
             width, height = segmentation_image_size(slide, settings.segmentation)
     except FileNotFoundError:
         raise
