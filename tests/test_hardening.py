@@ -192,10 +192,11 @@ def test_patient_and_class_called_na_survive_the_csv_round_trips(tmp_path):
     from hmf.tasks import get_task
 
     task = get_task("custom", {"patient_classes": ["NA", "null"]})
-    (tmp_path / "a.svs").write_bytes(b"x")
+    for i in range(6):
+        (tmp_path / f"a{i}.svs").write_bytes(f"slide {i}".encode())
     rows = ["slide_id,patient_id,path,patient_label"]
     rows += [
-        f"s{i},{p},a.svs,{label}"
+        f"s{i},{p},a{i}.svs,{label}"
         for i, (p, label) in enumerate(
             [("NA", "NA"), ("nan", "null"), ("p2", "NA"), ("p3", "null"), ("p4", "NA"), ("p5", "null")]
         )
