@@ -3,6 +3,7 @@ label reaching a model outside its loss."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -219,15 +220,16 @@ def test_cross_fitted_embeddings_come_from_the_inner_model_that_held_the_patient
     out = tmp_path / "cross.pt"
     cross_fitted_embeddings(cohort["sheet"], cohort["split"], outer, inner_csvs, inner, out)
     saved = torch.load(out, weights_only=True)
+    assert saved["embeddings"].shape == (3, len(ids), 4) and saved["probs"].shape == (3, len(ids), 4)
     outer_split = read_split(cohort["split"])
     patient_of = dict(zip(sheet.slide_id, sheet.patient_id))
     for i, slide in enumerate(saved["slide_ids"]):
         patient = patient_of[slide]
-        if outer_split[patient] == "test":
-            assert saved["embeddings"][i, 0] == 0 and saved["source"][i] == "outer"
-        else:
+        if outer_split[patient] == "test":  # block j: inner model j's embedding, never the outer model's
+            assert saved["embeddings"][:, i, 0].tolist() == [1, 2, 3] and saved["source"][i] == "each_inner"
+        else:  # every block: the inner model that held the patient out
             j = next(j for j, csv in enumerate(inner_csvs) if read_split(csv)[patient] == "test")
-            assert saved["embeddings"][i, 0] == j + 1 and saved["source"][i] == f"inner_{j}"
+            assert saved["embeddings"][:, i, 0].tolist() == [j + 1] * 3 and saved["source"][i] == f"inner_{j}"
 
 
 def test_resume_after_interruption_matches_uninterrupted(cohort, tmp_path, monkeypatch):
@@ -397,13 +399,16 @@ def test_cross_fitted_patient_inputs_on_the_tiny_run(tiny_run, tmp_path):
     for fold in (0, 1):
         outer = read_split(r / f"splits/fold_{fold}.csv")
         saved = torch.load(r / f"slide/hmf/fold_{fold}/embeddings_cross_fitted.pt", weights_only=True)
+        assert saved["embeddings"].shape[0] == 2  # one block per inner model
         for slide, source in zip(saved["slide_ids"], saved["source"]):
             patient = patient_of[slide]
             if outer[patient] == "test":
-                assert source == "outer"
+                assert source == "each_inner"
             else:
                 inner = read_split(r / f"splits/fold_{fold}/{source}.csv")
                 assert inner[patient] == "test"  # the inner model never trained or validated on it
+        cka = (workdir / f"logs/tiny_camelyon17/slide/hmf/fold_{fold}/cross_fitted.log").read_text()
+        assert len(re.findall(r"inner model \d: linear CKA with the outer model", cka)) == 2
         assert (r / f"patient/hmf_patient/fold_{fold}/predictions.csv").stat().st_mtime_ns > (
             r / f"slide/hmf/fold_{fold}/inner_1/checkpoint.pt"
         ).stat().st_mtime_ns

@@ -9,9 +9,10 @@ with model_job(snakemake) as job:
         snakemake.wildcards.model,
         job.task,
         sheet_csv=snakemake.input.sheet,
-        slide_embeddings=snakemake.input.embeddings,
+        slide_embeddings=(list(snakemake.input.embeddings) or [None])[0],
         checkpoints=list(snakemake.input.checkpoints),
         out_predictions=snakemake.output.predictions,
         out_folds=snakemake.output.folds,
         device=job.device,
+        inner_embeddings=list(snakemake.input.inner),
     )

@@ -3,12 +3,19 @@
 The outer slide model of a fold was trained on that fold's training slides, so its embeddings
 of those slides are in-sample, while the test patients' slides are unseen: a train/test shift
 for the patient model. Cross-fitting removes it: the fold's training and validation patients
-are split into inner folds; an inner slide model trained without inner fold j embeds the
-slides of inner fold j's patients. Test patients keep the outer model's embeddings.
+are split into J inner folds; an inner slide model trained without inner fold j embeds the
+slides of inner fold j's patients, out of sample.
+
+Every slide model learns its own embedding space, so the test patients must be embedded by
+the same inner models, not by the outer one: the cross-fitted file holds one block per inner
+model. A training or validation slide has the same row in every block (the inner model that
+held its patient out); a test slide has inner model j's embedding in block j. The patient
+model trains on those rows and predicts each test patient from every block; its J
+probabilities are averaged (hmf.training.patient).
 
 An inner split file has the usual ``patient_id,split`` rows: inner fold j's patients and the
-outer fold's test patients are ``test`` (never trained or validated on; only the former's
-embeddings are used), the rest is ``train`` and a stratified ``val`` part for early stopping.
+outer fold's test patients are ``test`` (never trained or validated on), the rest is
+``train`` and a stratified ``val`` part for early stopping.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hmf.atomic import write_csv
 from hmf.data.sample_sheet import read_sample_sheet
 from hmf.data.splits import _stratified_subset, patient_table, read_split
-from hmf.training.slide_embeddings import read_slide_embeddings, write_slide_embeddings
+from hmf.training.slide_embeddings import SlideEmbeddings, read_slide_embeddings, write_slide_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +79,53 @@ def write_inner_splits(
         write_csv(path, frame)
 
 
+def _one_block(path) -> SlideEmbeddings:
+    """A slide model's embeddings file (one row per slide, no blocks)."""
+    saved = read_slide_embeddings(path)
+    if saved.embeddings.dim() != 2:
+        shape = tuple(saved.embeddings.shape)
+        raise ValueError(f"{path}: embeddings {shape}; expected one slide model's (slides, size)")
+    return saved
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment of two embeddings of the same rows (n, p) and (n, q):
+    1 when one is an orthogonal transform and scaling of the other, near 0 when unrelated;
+    NaN with fewer than two rows or a constant embedding."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear CKA: {x.shape[0]} rows against {y.shape[0]}")
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    scale = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    if x.shape[0] < 2 or scale == 0:
+        return float("nan")
+    return float(np.linalg.norm(y.T @ x) ** 2 / scale)
+
+
 def cross_fitted_embeddings(
     sheet_csv, outer_split_csv, outer_embeddings, inner_split_csvs: Sequence, inner_embeddings: Sequence, out_path
 ) -> dict:
-    """The outer model's embeddings file with every training and validation slide's row
-    replaced by the inner model that held its patient out. Same layout as ``embeddings.pt``
-    plus ``source`` (per slide: ``outer`` or ``inner_<j>``)."""
+    """Write the fold's cross-fitted embeddings file: one block per inner model (embeddings
+    (J, S, E), probs (J, S, C)) over the outer file's slides. A training or validation slide's
+    row is the same in every block, from the inner model that held its patient out (``source``
+    ``inner_<j>``); every other slide has inner model j's row in block j (``each_inner``).
+
+    The outer model's embeddings are only compared with the inner ones: the linear CKA of the
+    two embeddings of the fold's test slides is logged per inner model (and returned)."""
+    if len(inner_split_csvs) != len(inner_embeddings):
+        raise ValueError(
+            f"{len(inner_split_csvs)} inner split files but {len(inner_embeddings)} inner embeddings files"
+        )
     sheet = read_sample_sheet(sheet_csv)
     outer = read_split(outer_split_csv)
     patient_of = dict(zip(sheet["slide_id"], sheet["patient_id"]))
-    saved = read_slide_embeddings(outer_embeddings)
+    saved = _one_block(outer_embeddings)
     ids = saved.slide_ids
-    embeddings, probs = saved.embeddings.clone(), saved.probs.clone()
-    source = ["outer"] * len(ids)
+    unknown = [s for s in ids if s not in patient_of]
+    if unknown:
+        raise ValueError(f"{outer_embeddings}: slide(s) {unknown[:5]} not in the sample sheet {sheet_csv}")
     held_by: dict[str, int] = {}
     for j, split_csv in enumerate(inner_split_csvs):
         for patient, part in read_split(split_csv).items():
@@ -93,25 +135,46 @@ def cross_fitted_embeddings(
                         f"{split_csv}: patient {patient} is also held out by inner fold {held_by[patient]}"
                     )
                 held_by[patient] = j
-    for j, path in enumerate(inner_embeddings):
-        inner = read_slide_embeddings(path)
-        row_of = inner.row_of()
-        for i, slide in enumerate(ids):
-            if held_by.get(patient_of[slide]) == j:
-                if slide not in row_of:
-                    raise ValueError(f"{path}: no embedding of slide {slide}")
-                embeddings[i], probs[i] = inner.embeddings[row_of[slide]], inner.probs[row_of[slide]]
-                source[i] = f"inner_{j}"
-    missing = sorted(
-        s for s, src in zip(ids, source) if src == "outer" and outer.get(patient_of[s]) in ("train", "val")
-    )
+    trained = [outer.get(patient_of[s]) in ("train", "val") for s in ids]
+    missing = sorted(s for s, t in zip(ids, trained) if t and patient_of[s] not in held_by)
     if missing:
         raise ValueError(f"cross-fitting: training slide(s) {missing[:10]} held out by no inner fold")
+    blocks, block_probs = [], []
+    for path in inner_embeddings:
+        inner = _one_block(path)
+        row_of = inner.row_of()
+        absent = [s for s in ids if s not in row_of]
+        if absent:
+            raise ValueError(f"{path}: no embedding of slide(s) {absent[:5]} ({len(absent)} slides)")
+        rows = [row_of[s] for s in ids]
+        blocks.append(inner.embeddings.float()[rows])
+        block_probs.append(inner.probs.float()[rows])
+    embeddings, probs = torch.stack(blocks), torch.stack(block_probs)  # (J, S, E), (J, S, C)
+    source = ["each_inner"] * len(ids)
+    for i, slide in enumerate(ids):
+        if trained[i]:
+            j = held_by[patient_of[slide]]
+            embeddings[:, i], probs[:, i] = embeddings[j, i].clone(), probs[j, i].clone()
+            source[i] = f"inner_{j}"
     write_slide_embeddings(out_path, ids, embeddings, probs, saved.classes, model=saved.model, source=source)
+    n_inner = sum(s != "each_inner" for s in source)
     log.info(
-        "%d slides: %d from inner models, %d from the outer model",
+        "%d slides: %d training/validation slides from the inner model that held their patient out, "
+        "%d others embedded by each of the %d inner models",
         len(ids),
-        sum(s != "outer" for s in source),
-        sum(s == "outer" for s in source),
+        n_inner,
+        len(ids) - n_inner,
+        len(blocks),
     )
-    return {"inner": sum(s != "outer" for s in source), "outer": sum(s == "outer" for s in source)}
+    test = [i for i, s in enumerate(ids) if outer.get(patient_of[s]) == "test"]
+    outer_test = saved.embeddings.float()[test].numpy()
+    cka = []
+    for j, block in enumerate(blocks):
+        cka.append(linear_cka(outer_test, block[test].numpy()))
+        log.info(
+            "inner model %d: linear CKA with the outer model on the fold's %d test slides: %.3f",
+            j,
+            len(test),
+            cka[-1],
+        )
+    return {"inner": n_inner, "each_inner": len(ids) - n_inner, "cka": cka}

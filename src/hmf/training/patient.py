@@ -25,26 +25,40 @@ from hmf.training.slide_embeddings import read_slide_embeddings
 log = logging.getLogger(__name__)
 
 
-def patient_items(sheet: pd.DataFrame, embeddings_path: str | Path, classes: tuple[str, ...]) -> dict[str, Item]:
-    """One item per patient: the embeddings of its slides in node order (node indices given to
-    the model when every slide of the patient has one)."""
-    saved = read_slide_embeddings(embeddings_path)
-    index = saved.row_of()
-    embeddings = saved.embeddings.float()
-    items = {}
+def patient_inputs(sheet: pd.DataFrame, slide_ids: list[str], embeddings: torch.Tensor) -> dict[str, dict]:
+    """Per patient, the patient model's inputs: the embeddings (rows of ``embeddings``, one per
+    slide of ``slide_ids``) of its slides in node order, and the node indices when every slide
+    of the patient has one. Patients without any slide in ``slide_ids`` are left out (logged)."""
+    index = {s: i for i, s in enumerate(slide_ids)}
+    inputs = {}
     for patient, group in sheet.groupby("patient_id", sort=True):
         group = group[group["slide_id"].isin(index)]
         if group.empty:
             log.warning("patient %s: no slide with patches; left out", patient)
             continue
         group = group.sort_values(["node", "slide_id"], na_position="last")
-        rows = [index[s] for s in group["slide_id"]]
-        inputs = {"slide_embeddings": embeddings[rows]}
+        item = {"slide_embeddings": embeddings[[index[s] for s in group["slide_id"]]]}
         if group["node"].notna().all():
-            inputs["node_index"] = torch.tensor([int(n) for n in group["node"]], dtype=torch.long)
-        label = classes.index(group["patient_label"].iloc[0])
-        items[patient] = Item(key=patient, label=label, inputs=inputs)
-    return items
+            item["node_index"] = torch.tensor([int(n) for n in group["node"]], dtype=torch.long)
+        inputs[patient] = item
+    return inputs
+
+
+def patient_items(
+    sheet: pd.DataFrame, slide_ids: list[str], embeddings: torch.Tensor, classes: tuple[str, ...]
+) -> dict[str, Item]:
+    """One labelled item per patient with slide embeddings (see :func:`patient_inputs`)."""
+    label_of = dict(zip(sheet["patient_id"], sheet["patient_label"]))
+    return {
+        patient: Item(key=patient, label=classes.index(label_of[patient]), inputs=inputs)
+        for patient, inputs in patient_inputs(sheet, slide_ids, embeddings).items()
+    }
+
+
+def mean_over_blocks(model, blocks: list[list[Item]], device: torch.device, bf16) -> np.ndarray:
+    """The model's class probabilities (N, C) for the same N patients given by each block of
+    items (their inputs from one slide model each), averaged over the blocks."""
+    return np.mean([predict(model, items, device, bf16)["probs"] for items in blocks], axis=0)
 
 
 def train_patient_fold(
@@ -68,10 +82,13 @@ def train_patient_fold(
     sheet = read_sample_sheet(sheet_csv)
     split = read_split(split_csv)
     classes = task.classes("patient")
-    items = patient_items(sheet, embeddings, classes)
+    saved = read_slide_embeddings(embeddings)
+    blocks = [patient_items(sheet, saved.slide_ids, block, classes) for block in saved.blocks()]
+    items = blocks[0]
     parts = {name: [items[p] for p in sorted(items) if split.get(p) == name] for name in ("train", "val", "test")}
     if not parts["train"]:
         raise ValueError(f"{split_csv}: no training patients with slide embeddings")
+    _check_one_input_per_patient(blocks, parts["train"] + parts["val"], embeddings)
     emb_dim = parts["train"][0].load()["slide_embeddings"].shape[1]
 
     hp = resolve("patient", model_name, overrides, training)
@@ -92,11 +109,18 @@ def train_patient_fold(
     result = fit_model(
         model, hp, parts["train"], parts["val"], context, device, run_id, checkpoint, train_log, progress_file
     )
-    test = predict(model, parts["test"], torch.device(device), hp.fit.bf16)
+    # The best weights (fit_model leaves the model at its best epoch) on each block's test
+    # inputs; with cross-fitted embeddings, one block per inner slide model.
+    test_keys = [i.key for i in parts["test"]]
+    if len(blocks) > 1:
+        log.info("test patients: probabilities averaged over the %d inner slide models' embeddings", len(blocks))
+    test_probs = mean_over_blocks(
+        model, [[block[p] for p in test_keys] for block in blocks], torch.device(device), hp.fit.bf16
+    )
     write_predictions(
-        [i.key for i in parts["test"]],
+        test_keys,
         [classes[i.label] for i in parts["test"]],
-        test["probs"].reshape(len(parts["test"]), len(classes)),
+        test_probs.reshape(len(parts["test"]), len(classes)),
         classes,
         predictions,
     )
@@ -113,6 +137,18 @@ def train_patient_fold(
     )
     resume_state_path(checkpoint).unlink(missing_ok=True)
     return {"best_epoch": result.best_epoch, "best_score": result.best_score}
+
+
+def _check_one_input_per_patient(blocks: list[dict[str, Item]], patients: list[Item], path) -> None:
+    """Training and validation patients must have the same inputs in every block of the file."""
+    for item in patients:
+        first = item.inputs["slide_embeddings"]
+        for j, block in enumerate(blocks[1:], start=1):
+            if not torch.equal(block[item.key].inputs["slide_embeddings"], first):
+                raise ValueError(
+                    f"{path}: training/validation patient {item.key} has different slide embeddings in "
+                    f"blocks 0 and {j}; a patient model trains on one embedding per slide"
+                )
 
 
 def aggregate_patient_fold(
