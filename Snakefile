@@ -91,9 +91,9 @@ rule all:
 
 rule features:
     """Segmentation, patching and feature extraction for every slide, plus the QC summary
-    (with features.precomputed_dir: the given feature files, checked)."""
+    (with features.precomputed_dir: the given feature files, their values checked)."""
     input:
-        list(FEATURE_FILES.values())
+        [*FEATURE_FILES.values(), *feature_checks("train")]
         if PRECOMPUTED
         else [
             *[feature_paths(FEATURES_DIR, s).h5 for s in SLIDE_IDS],
