@@ -435,7 +435,7 @@ def test_infeasible_grouped_settings_name_group_and_class_counts():
     elsewhere = (only["patient_id"].map(three) != "centre_2") & (only["patient_label"] == "pN2")
     only.loc[elsewhere, "patient_label"] = "pN0"
     with pytest.raises(
-        ValueError, match=r"fold 2 \(test group\(s\) centre_2\) leaves no patient of class\(es\) \['pN2'\]"
+        ValueError, match=r"fold 2 \(test group\(s\) centre_2\) has no training patient of class\(es\) \['pN2'\]"
     ):
         make_splits(only, groups=three, leave_one_group_out=True)
     one = pd.Series("centre_0", index=patients["patient_id"])

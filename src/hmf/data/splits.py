@@ -96,7 +96,7 @@ class FoldDesign:
     def sentence(self) -> str:
         """One sentence naming the folds, their repeats and grouping."""
         k = self.folds_per_repeat
-        one = GROUP_NOUNS.get(self.group_by, f"value of the sample-sheet column {self.group_by}")
+        one = GROUP_NOUNS.get(self.group_by, f"{self.group_by} group")
         if self.user_files:
             text = f"Folds: the user's {k} split files"
         elif self.leave_one_group_out:
@@ -251,10 +251,10 @@ def _check_training_classes(folds: list[pd.DataFrame], labels: np.ndarray, group
         if lacking:
             tested = sorted(set(group_of[split == "test"]))
             raise ValueError(
-                f"grouped folds: fold {f} (test group(s) {', '.join(tested)}) leaves no patient of class(es) "
-                f"{lacking} for training: every patient of those classes is in the fold's test group(s). "
+                f"grouped folds: fold {f} (test group(s) {', '.join(tested)}) has no training patient of "
+                f"class(es) {lacking}: their patients are in the fold's test group(s) or its validation part. "
                 f"Patients per group and class: {group_counts(labels, group_of)}. Use fewer, larger groups, "
-                f"lower splits.k, or drop splits.group_by."
+                f"lower splits.k or splits.val_fraction, or drop splits.group_by."
             )
         absent = [c for c in classes if c not in set(labels[split == "test"])]
         if absent:
