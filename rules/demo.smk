@@ -51,7 +51,7 @@ for _index, _batch in enumerate(
         resources:
             mem_mb=1500,
         params:
-            demo=DEMO_CFG,
+            demo=result_params("demo", DEMO_CFG),
             slides=_batch,
         script:
             "../workflow/scripts/demo_slide.py"
@@ -66,6 +66,6 @@ rule demo_labels:
     conda:
         "../envs/hmf.yaml"
     params:
-        demo=DEMO_CFG,
+        demo=result_params("demo", DEMO_CFG),
     script:
         "../workflow/scripts/demo_labels.py"

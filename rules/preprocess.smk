@@ -29,7 +29,7 @@ rule segment:
         # From the slide: the size of the image segmentation reads, and its masks.
         mem_mb=get_segment_mem_mb,
     params:
-        preprocessing=config["preprocessing"],
+        preprocessing=result_params("preprocessing", config["preprocessing"], only=("preset", "segmentation")),
         mpp=slide_mpp,
     script:
         "../workflow/scripts/segment.py"
@@ -50,7 +50,7 @@ rule patch:
     conda:
         "../envs/hmf.yaml"
     params:
-        preprocessing=config["preprocessing"],
+        preprocessing=result_params("preprocessing", config["preprocessing"], only=("preset", "patching")),
         mpp=slide_mpp,
     script:
         "../workflow/scripts/patch.py"
@@ -83,7 +83,7 @@ if SLIDES_PER_JOB == 1:
             # From the slide's patch count: the encoder plus one copy of its features.
             mem_mb=get_extraction_mem_mb,
         params:
-            features=config["features"],
+            features=result_params("features", config["features"]),
             mpp=slide_mpp,
         script:
             "../workflow/scripts/extract_features.py"
@@ -115,11 +115,13 @@ else:
                 gpu=get_features_gpus,
                 mem_mb=get_extraction_mem_mb,
             params:
-                features=config["features"],
+                features=result_params("features", config["features"]),
                 slides=_batch,
                 mpp=[_MPP[s] for s in _batch],
             script:
                 "../workflow/scripts/extract_features_batch.py"
+
+        profile_entry_of_extract_features(_name)
 
 
 rule qc_summary:

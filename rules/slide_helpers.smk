@@ -69,6 +69,19 @@ def extraction_batches():
     return batches
 
 
+def profile_entry_of_extract_features(name):
+    """Give the extraction batch rule ``name`` the threads and resources that the profile
+    (set-threads, set-resources) or the command line gives extract_features, as Snakemake
+    does for the rule it names; an entry naming the batch rule itself wins."""
+    settings = workflow.resource_settings
+    batch_rule = workflow.get_rule(name)
+    threads = settings._parsed_overwrite_threads.get("extract_features")
+    if threads is not None and name not in settings._parsed_overwrite_threads:
+        batch_rule.resources["_cores"] = threads
+    if name not in settings._parsed_overwrite_resources:
+        batch_rule.resources.update(settings._parsed_overwrite_resources.get("extract_features", {}))
+
+
 def get_features_gpus(wildcards):
     """GPUs an extraction job asks Snakemake for: one unless features.device is cpu (with
     none, the job's device auto is the CPU)."""

@@ -3,8 +3,10 @@
 # The prompts file is a cache: its output is marked update() so Snakemake does not delete it
 # before the job runs, and the job keeps it when its provenance matches the params below
 # (source, model, template sha256, classes). Changing one of them shows up as a params change
-# in `snakemake -n` and regenerates the file; otherwise hand edits are kept. The scripts read
-# the text settings they need from params only.
+# in `snakemake -n` and regenerates the file; otherwise hand edits are kept. The params hold
+# the text settings a job reads that change its output (hmf.settings.result_params); the job
+# takes the run-time ones (device, batch size, downloads, the LLM's endpoint, key variable,
+# time-outs and retries) from the config (hmf.settings.job_section).
 
 import re
 
@@ -37,7 +39,7 @@ rule prompts:
         model=lambda wc: PROMPT_KEYS[wc.labelset]["model"],
         template_sha256=lambda wc: PROMPT_KEYS[wc.labelset]["template_sha256"],
         classes=lambda wc: PROMPT_KEYS[wc.labelset]["classes"],
-        text=prompts_params(TEXT),
+        text=result_params("text", prompts_params(TEXT)),
     script:
         "../workflow/scripts/prompts.py"
 
@@ -59,6 +61,6 @@ rule encode_text:
     resources:
         gpu=int(wants_gpu(TEXT.device)),  # a GPU unless text.device is cpu (claimed by the job)
     params:
-        text=lambda wc: encoding_params(TEXT, wc.text_encoder),
+        text=lambda wc: result_params("text", encoding_params(TEXT, wc.text_encoder)),
     script:
         "../workflow/scripts/encode_text.py"

@@ -20,6 +20,7 @@ Skipped only when not root or when the packages cannot be installed.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import re
 import shutil
@@ -44,6 +45,11 @@ TINY_CONFIG = "tests/configs/tiny_tcga.yaml"
 # patient "models" that aggregate slide predictions (rule aggregate_patient): no training
 AGGREGATED_PATIENT_MODELS = {"pn_rule", "mean_prob"}
 WORKFLOW_TIMEOUT_S = 900
+# Slides per SLURM job of the preprocess group (segmentation and patching) in the test: fewer
+# than the tiny cohort's slides, so that it takes several such jobs.
+SLIDES_PER_PREPROCESS_JOB = 3
+# CPUs of the test node (tests/slurm/slurm.conf.in): the most one job may ask for.
+NODE_CPUS = 2
 
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
 CLAIMED = re.compile(
@@ -89,8 +95,8 @@ def _test_profile(folder: Path, prefix: str) -> Path:
     """profiles/slurm with the node-size values shrunk and squeue status for no accounting."""
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
-    for rule in GPU_RULES:  # the profile itself asks SLURM for exactly one GPU per GPU job
-        assert profile["set-resources"][rule]["gpu"] == 1, rule
+    for rule in GPU_RULES:  # the rules ask for the GPU (none for a cpu device), not the profile
+        assert "gpu" not in profile["set-resources"][rule], rule
     profile["slurm-status-command"] = "squeue"
     profile["slurm-jobname-prefix"] = prefix
     profile["slurm-init-seconds-before-status-checks"] = 2
@@ -98,6 +104,10 @@ def _test_profile(folder: Path, prefix: str) -> Path:
     profile["latency-wait"] = 10
     profile["slurm-keep-successful-logs"] = True  # for the failure report
     profile["default-resources"] = dict(profile["default-resources"], mem_mb=500, runtime=15)
+    # segmentation and patching of several slides per SLURM job, each job at most the node's size
+    assert profile["group-components"]["preprocess"] > 1
+    profile["group-components"] = {"preprocess": SLIDES_PER_PREPROCESS_JOB}
+    profile["cores"] = NODE_CPUS
     for rule in GPU_RULES:
         profile["set-resources"][rule].update(mem_mb=500, runtime=15)
     # one thread per job: the local reference run uses the same, so the numbers can match
@@ -323,6 +333,38 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
             # SLURM gave the job exactly one card, and the claim inside the job took that card
             assert monitor.allocations.get(job_id) == [claim["physical_id"]], (claim, monitor.allocations)
         assert len(set(job_ids.values())) == len(job_ids), job_ids
+
+        # --- segmentation and patching: one SLURM job per group of slides ------------------
+        slides = sorted(p.stem for p in (remote / "results" / dataset / "patches").glob("*.h5"))
+        assert len(slides) > SLIDES_PER_PREPROCESS_JOB, slides
+        # a group job's logs are named after the group and its rules: group_preprocess_patch_segment
+        preprocess_jobs = [job_id for job_id, rule in rules_submitted.items() if rule.startswith("group_preprocess")]
+        assert not {"rule_segment", "rule_patch"} & set(rules_submitted.values()), rules_submitted
+        assert 1 <= len(preprocess_jobs) <= math.ceil(len(slides) / SLIDES_PER_PREPROCESS_JOB), rules_submitted
+        segmented = []
+        for job_id in preprocess_jobs:
+            record = _scontrol_job(job_id, env)
+            assert "JobState=COMPLETED" in record, record
+            assert int(re.search(r"NumCPUs=(\d+)", record).group(1)) <= NODE_CPUS, record
+            log = submitted[job_id].read_text(errors="replace")
+            segmented += re.findall(r"^localrule segment:\n(?:.*\n)*?\s+wildcards: slide=(\S+)", log, re.M)
+        assert sorted(segmented) == slides  # each slide's segmentation ran in exactly one of them
+        # Each slide is still a job of its own: a changed slide plans its own segmentation and
+        # patching again, no other slide's.
+        changed = next((remote / "resources" / "demo").rglob(f"{slides[0]}.*"))
+        os.utime(changed)
+        dry = subprocess.run(
+            [str(Path(sys.executable).with_name("snakemake"))]
+            + ["--workflow-profile", str(profile), "--configfile", TINY_CONFIG, "-n", "--quiet", "rules"],
+            env=env,
+            cwd=remote,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        planned = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
+        assert planned.get("segment") == "1" and planned.get("patch") == "1", dry.stdout + dry.stderr
 
         # Training jobs did run at the same time, and then on different GPUs.
         training_jobs = set(job_ids.values())

@@ -5,11 +5,15 @@ checked and filled by the schema (:func:`section`), then turned into a frozen da
 (:func:`build`) whose fields have no defaults of their own: a key the schema does not fill is
 a missing field, a key the class does not know is an error, so the two cannot drift apart
 silently. The workflow validates the whole config once at parse time; a script or a test that
-receives one section (``params:``) or a partial one calls :func:`section` to get the same
-filled values.
+receives one section or a partial one calls :func:`section` to get the same filled values.
 
-    from hmf.settings import build, section
-    features = build(FeatureSettings, section("features", snakemake.params.features))
+The schema also says of every key whether it changes outputs (``x-reruns``): a rule's params
+hold those keys only (:func:`result_params`), and its job adds the run-time keys from the
+config (:func:`job_section`), so that a change of device, threads or cache size never reruns a
+finished job.
+
+    params: training=result_params("training", config["training"])        # a rule
+    training = build(TrainingSettings, job_section(snakemake, "training"))  # its job
 """
 
 from __future__ import annotations
@@ -110,3 +114,104 @@ def as_dict(settings: Any) -> dict[str, Any]:
         return value
 
     return plain(settings)
+
+
+# -- the two kinds of keys -------------------------------------------------------------------
+#
+# Each key of the schema says whether a change of its value changes what the jobs write
+# (``x-reruns: true``: precision, model settings, seeds, folds ...) or only how and where they
+# run (``x-reruns: false``: devices, threads, batch sizes, caches, time-outs, log
+# intervals, download permissions). A rule's params hold the first kind only, because
+# Snakemake reruns a job whose params changed; a job reads the second kind from the config
+# (:func:`job_section`). A key without the annotation counts as ``true``, so a forgotten one
+# can cost a rerun but never a stale output; tests require it on every key. On an object with
+# ``properties`` and no annotation of its own the annotation is per key below it.
+
+RERUNS = "x-reruns"
+
+
+def _section_schema(name: str) -> dict:
+    properties = schema()["properties"]
+    if name not in properties:
+        raise KeyError(f"no config section {name!r} (sections: {', '.join(properties)})")
+    return properties[name]
+
+
+def _split(node: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(keys that change outputs, run-time keys) of ``values`` under the schema ``node``."""
+    properties = node.get("properties", {})
+    results: dict[str, Any] = {}
+    runtime: dict[str, Any] = {}
+    for key, value in values.items():
+        sub = properties.get(key, {})
+        if RERUNS not in sub and "properties" in sub and isinstance(value, Mapping):
+            inner_results, inner_runtime = _split(sub, value)
+            results[key] = inner_results
+            if inner_runtime:
+                runtime[key] = inner_runtime
+        elif sub.get(RERUNS, True):
+            results[key] = copy.deepcopy(value)
+        else:
+            runtime[key] = copy.deepcopy(value)
+    return results, runtime
+
+
+def result_params(name: str, values: Mapping[str, Any], only: typing.Iterable[str] | None = None) -> dict[str, Any]:
+    """The keys of section ``name`` in ``values`` whose change changes a job's outputs (schema
+    ``x-reruns``, see above), as plain data for a rule's params; ``only``: the top-level keys
+    the rule's jobs read (others are left out, so that they do not rerun it).
+
+        params: training=result_params("training", config["training"])
+    """
+    results = _split(_section_schema(name), values)[0]
+    if only is None:
+        return results
+    only = list(only)
+    unknown = sorted(set(only) - set(_section_schema(name).get("properties", {})))
+    if unknown:
+        raise KeyError(f"config section {name} has no key(s) {unknown}")
+    return {key: results[key] for key in only if key in results}
+
+
+def runtime_values(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-time keys (``x-reruns: false``) of section ``name`` in ``values``."""
+    return _split(_section_schema(name), values)[1]
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def job_section(snakemake: Any, name: str) -> dict[str, Any]:
+    """Section ``name`` as a workflow job sees it: the keys that change its outputs from its
+    rule's params (``params.<name>``, as :func:`result_params` gave them; absent ones at the
+    schema's defaults), the run-time keys from the workflow's config (``snakemake.config``),
+    filled and checked by the schema."""
+    given = getattr(snakemake.params, name, None) or {}
+    runtime = runtime_values(name, (getattr(snakemake, "config", None) or {}).get(name) or {})
+    return section(name, _merged(runtime, _split(_section_schema(name), given)[0]))
+
+
+def key_kinds() -> dict[str, bool | None]:
+    """Every key of the schema (dotted, e.g. ``features.device``) and its ``x-reruns``
+    annotation (None: not annotated). An object with ``properties`` and no annotation of its
+    own is not listed itself, its keys are."""
+    kinds: dict[str, bool | None] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            dotted = f"{prefix}{key}"
+            if RERUNS not in sub and "properties" in sub:
+                walk(sub, f"{dotted}.")
+            else:
+                kinds[dotted] = sub.get(RERUNS)
+
+    for name, sub in schema()["properties"].items():
+        walk(sub, f"{name}.")
+    return kinds

@@ -6,6 +6,7 @@ from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 
+from hmf.settings import job_section  # noqa: E402
 from hmf.text.prompts import make_prompts  # noqa: E402
 from hmf.text.settings import text_settings  # noqa: E402
 
@@ -13,5 +14,5 @@ make_prompts(
     snakemake.output[0],
     snakemake.wildcards.labelset,
     snakemake.params.classes,
-    text_settings(snakemake.params.text),
+    text_settings(job_section(snakemake, "text")),
 )

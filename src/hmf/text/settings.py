@@ -118,15 +118,23 @@ def text_settings(cfg: Mapping[str, Any] | None) -> TextSettings:
     return settings
 
 
-# What each text job reads, as plain data for its Snakemake params (a change shows as a params
-# change); the job turns it back into settings with text_settings.
+# What each text job reads, as plain data; its rule keeps the keys that change outputs as
+# params (hmf.settings.result_params: a change shows as a params change), and the job adds the
+# run-time keys from the config (hmf.settings.job_section) and turns them into settings with
+# text_settings.
 
 
 def prompts_params(text: TextSettings) -> dict[str, Any]:
-    """The settings the prompts job reads: the source with its bank folder or its LLM settings."""
+    """The settings the prompts job reads: the source with its bank folder or its LLM settings.
+
+    Without ``llm.api_key_env``: Snakemake stores params in ``.snakemake/metadata``, and that
+    key names where a secret is (a pasted secret must never be stored); it is a run-time key
+    (``x-reruns: false``), which the job reads from the config (:func:`hmf.settings.job_section`)."""
     if text.source == "bank":
         return {"source": "bank", "bank_dir": text.bank_dir}
-    return {"source": "llm", "llm": as_dict(text.llm)}
+    llm = as_dict(text.llm)
+    del llm["api_key_env"]
+    return {"source": "llm", "llm": llm}
 
 
 def encoding_params(text: TextSettings, name: str) -> dict[str, Any]:
