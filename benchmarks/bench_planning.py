@@ -37,14 +37,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 MPP = 0.5
-# Runs snakemake in this process and writes the process's own CPU seconds (all its threads,
-# none of its jobs) to $HMF_BENCH_CPU when it exits.
+# Runs snakemake in this process and writes, when it exits, the process's own CPU seconds (all
+# its threads, none of its jobs) and its main thread's seconds on a CPU and runnable but waiting
+# for one (Linux schedstat; their sum is what the thread asked for, which on a loaded machine is
+# more than it got) to $HMF_BENCH_CPU.
 MAIN_CPU_WRAPPER = """\
 import atexit, os, resource, sys
 def _report():
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            on_cpu, waiting = (int(v) / 1e9 for v in fh.read().split()[:2])
+    except OSError:
+        on_cpu = waiting = float("nan")
     with open(os.environ["HMF_BENCH_CPU"], "w") as fh:
-        fh.write(f"{usage.ru_utime + usage.ru_stime}\\n")
+        fh.write(f"{usage.ru_utime + usage.ru_stime} {on_cpu} {waiting}\\n")
 atexit.register(_report)
 from snakemake.cli import main
 sys.argv[0] = "snakemake"
@@ -112,7 +119,9 @@ def write_config(folder: Path, sheet: Path, name: str) -> Path:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, log: Path | None = None):
-    """(wall s, peak RSS GB of the process tree's largest process, return code) of one command."""
+    """(wall s, CPU s, peak RSS GB of the process tree's largest process, return code) of one
+    command. CPU seconds (user + system, the command and the children it waited for) are the
+    figure to compare on a shared machine, where the wall time follows the load."""
     out = open(log, "w") if log else subprocess.DEVNULL
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -120,25 +129,27 @@ def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, log: Path |
     wall = time.perf_counter() - start
     if log:
         out.close()
-    return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status)
 
 
 def plan(args, extra: list[str]) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hmf-plan-"))
     print(f"cohorts in {work}; load average {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"{'slides':>8} {'jobs':>8} {'wall s':>8} {'peak GB':>8}")
+    print(f"{'slides':>8} {'jobs':>8} {'wall s':>8} {'CPU s':>8} {'peak GB':>8}")
     for n in [int(s) for s in args.sizes.split(",")]:
         sheet = write_cohort(work, n, distinct=False)
         config = write_config(work, sheet, f"plan{n}")
         log = work / f"plan_{n}.log"
         cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(config)]
         cmd += ["-n", "--quiet", "rules", *extra]
-        wall, peak, rc = run_measured(cmd, work, log=log)
+        wall, cpu, peak, rc = run_measured(cmd, work, log=log)
         text = log.read_text(errors="replace")
         match = re.search(r"^total\s+(\d+)", text, re.M)
         jobs = match.group(1) if match else "?"
         status = "" if rc == 0 else f"  FAILED ({rc}), see {log}"
-        print(f"{n:>8} {jobs:>8} {wall:>8.1f} {peak:>8.2f}  load {os.getloadavg()[0]:.2f}{status}", flush=True)
+        load = os.getloadavg()[0]
+        print(f"{n:>8} {jobs:>8} {wall:>8.1f} {cpu:>8.1f} {peak:>8.2f}  load {load:.2f}{status}", flush=True)
 
 
 def run(args, extra: list[str]) -> None:
@@ -153,14 +164,15 @@ def run(args, extra: list[str]) -> None:
     cmd += ["--configfile", str(config), "--cores", str(args.cores), args.target, *extra]
     log = work / "run.log"
     print(f"local run in {work} (log {log}); load average {os.getloadavg()[0]:.2f}", flush=True)
-    wall, peak, rc = run_measured(cmd, work, env=env, log=log)
+    wall, _, _, rc = run_measured(cmd, work, env=env, log=log)
     if rc != 0:
         sys.exit(f"snakemake failed ({rc}); see {log}")
-    cpu = float(cpu_file.read_text())
+    cpu, on_cpu, waiting = (float(v) for v in cpu_file.read_text().split())
     print(
         f"{args.slides} slides, --cores {args.cores}, target {args.target}: wall {wall:.0f} s, "
-        f"main process CPU {cpu:.1f} s = {100 * cpu / wall:.1f} % of one core; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"main process CPU {cpu:.1f} s = {100 * cpu / wall:.1f} % of one core; its main thread "
+        f"runnable {100 * (on_cpu + waiting) / wall:.1f} % of the run ({on_cpu:.1f} s on a CPU, "
+        f"{waiting:.1f} s waiting for one); load average {os.getloadavg()[0]:.2f}"
     )
 
 
