@@ -36,6 +36,8 @@ def _user_config(**sections) -> dict:
     config = {
         "dataset": {"name": "user", "task": "tcga_brca", "format": "generic", "sample_sheet": "sheet.csv"},
         "splits": {"k": 2},
+        # 4 patients: too few for inner folds (cross-fitted patient inputs)
+        "models": {"patient_inputs": "in_sample"},
     }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value}
