@@ -76,7 +76,12 @@ def train_patient_fold(
     progress_file=None,
 ) -> dict:
     """Train one patient model on the slide embeddings of one fold and predict its test
-    patients. ``training``: the ``training:`` settings (a partial section is filled from the schema)."""
+    patients. ``training``: the ``training:`` settings (a partial section is filled from the schema).
+
+    ``embeddings``: one slide model's file, or a cross-fitted file with one block per inner
+    slide model (hmf.training.cross_fitting): training and validation patients have the same
+    rows in every block (refused otherwise); each test patient is predicted from every block
+    and the probabilities are averaged."""
     from hmf.models import build_patient_model
 
     sheet = read_sample_sheet(sheet_csv)
