@@ -98,6 +98,8 @@ FOLDS = list(range(len(PARSE_FOLDS) or SPLITS.repeats * SPLITS.k))
 FOLD_DESIGN = FoldDesign.of(SPLITS, len(FOLDS))
 # How the folds were made, for the tables' footnotes and the repeats they pool (rules/evaluate.smk).
 FOLD_DESIGN_PARAMS = dataclasses.asdict(FOLD_DESIGN)
+# The settings one fold's split file depends on (the splits rule): all but the number of repeats.
+FOLD_PARAMS = {k: v for k, v in result_params("splits", config["splits"]).items() if k != "repeats"}
 
 SLIDE_IDS = list(SHEET["slide_id"])
 _PATHS = dict(zip(SHEET["slide_id"], SHEET["path"]))

@@ -2,18 +2,20 @@
 
 
 rule splits:
-    """Stratified K folds over patients, R repeats of them, grouped by centre, site or a sheet
-    column when configured (or the user's split files, checked): fold_0 .. fold_<R*K-1>."""
+    """One fold's split file: fold f of stratified K folds over patients made with seed
+    splits.seed + f // K (repeat f // K), grouped by centre, site or a sheet column when
+    configured (or the user's split files, checked). One job per fold, whose params leave out
+    splits.repeats: adding repeats adds folds and leaves the existing ones (and their models)."""
     input:
         sheet=labelled(f"{R}/sample_sheet.csv"),
     output:
-        [f"{R}/splits/fold_{k}.csv" for k in FOLDS],
+        f"{R}/splits/fold_{{fold}}.csv",
     log:
-        f"{LOGS}/splits.log",
+        f"{LOGS}/splits/fold_{{fold}}.log",
     conda:
         "../envs/hmf.yaml"
     params:
-        splits=result_params("splits", config["splits"]),
+        splits=FOLD_PARAMS,
     script:
         "../workflow/scripts/splits.py"
 

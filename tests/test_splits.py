@@ -14,10 +14,13 @@ from hmf.data.splits import (
     folds_for,
     group_column,
     load_splits,
+    make_fold_file,
     make_split_files,
     make_splits,
     patient_groups,
     read_split,
+    sheet_fold,
+    split_settings,
     write_splits,
 )
 from hmf.settings import build, section
@@ -498,3 +501,37 @@ def test_a_generic_sheet_keeps_the_group_column(tmp_path):
         load_sample_sheet(dataset)  # not named by splits.group_by: still a typo
     with pytest.raises(SampleSheetError, match=r"missing column\(s\) \['site_name'\] \(named by splits.group_by\)"):
         load_sample_sheet(dataset, ("site_name",))
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"k": 3, "repeats": 3, "seed": 5},
+        {"k": 2, "repeats": 2, "group_by": "hospital"},
+        {"group_by": "hospital", "leave_one_group_out": True, "val_fraction": 0.0},
+    ],
+    ids=["repeats", "grouped-repeats", "leave-one-group-out"],
+)
+def test_one_fold_file_is_that_fold_of_all_repeats(tmp_path, given):
+    # The workflow writes one file per fold (its job does not depend on splits.repeats).
+    sheet = camelyon_sheet(30).assign(hospital=lambda f: ["H" + str(int(p[-3:]) % 4) for p in f["patient_id"]])
+    sheet_csv = tmp_path / "sample_sheet.csv"
+    sheet.to_csv(sheet_csv, index=False)
+    settings = split_settings(given)
+    whole = make_split_files(
+        sheet_csv,
+        tmp_path / "all",
+        k=settings.k,
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        repeats=settings.repeats,
+        group_by=settings.group_by,
+        leave_one_group_out=settings.leave_one_group_out,
+    )
+    single_repeat = split_settings({**given, "repeats": 1})
+    for f, path in enumerate(whole):
+        written = make_fold_file(sheet_csv, tmp_path / "one" / f"fold_{f}.csv", f, single_repeat)
+        assert written.read_bytes() == path.read_bytes()
+    if settings.leave_one_group_out:  # one fold per group, no more
+        with pytest.raises(ValueError, match=f"fold {len(whole)} does not exist"):
+            sheet_fold(sheet, settings, len(whole))

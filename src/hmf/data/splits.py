@@ -16,6 +16,7 @@ its training or validation part; ``splits.leave_one_group_out`` makes one fold p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -577,6 +578,32 @@ def sheet_folds(sheet: pd.DataFrame, settings: SplitSettings, source: str = "sam
         groups=groups,
         leave_one_group_out=settings.leave_one_group_out,
     )
+
+
+def sheet_fold(sheet: pd.DataFrame, settings: SplitSettings, fold: int, source: str = "sample sheet") -> pd.DataFrame:
+    """Fold ``fold`` of :func:`sheet_folds`, made from its repeat alone (repeat ``fold // K``
+    with seed ``settings.seed + fold // K``), so that it does not depend on ``settings.repeats``."""
+    if settings.files or settings.leave_one_group_out:
+        folds = sheet_folds(sheet, dataclasses.replace(settings, repeats=1), source)
+        position = fold
+    else:
+        repeat, position = divmod(int(fold), settings.k)
+        folds = sheet_folds(sheet, dataclasses.replace(settings, seed=settings.seed + repeat, repeats=1), source)
+    if not 0 <= position < len(folds):
+        raise ValueError(f"fold {fold} does not exist: the settings give {len(folds)} fold(s) per repeat")
+    return folds[position]
+
+
+def make_fold_file(
+    sample_sheet: str | os.PathLike, out_path: str | os.PathLike, fold: int, settings: SplitSettings
+) -> Path:
+    """Workflow entry point: fold ``fold``'s split file (see :func:`sheet_fold`) for the patients
+    of ``sample_sheet``."""
+    frame = sheet_fold(read_sheet(sample_sheet), settings, fold, source=str(sample_sheet))
+    n = frame["split"].value_counts()
+    log.info("fold %d: %d train, %d val, %d test", fold, n.get("train", 0), n.get("val", 0), n.get("test", 0))
+    write_csv(out_path, frame[["patient_id", "split"]].sort_values("patient_id").reset_index(drop=True))
+    return Path(out_path)
 
 
 def read_sheet(sample_sheet: str | os.PathLike) -> pd.DataFrame:
