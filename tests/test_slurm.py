@@ -44,7 +44,7 @@ GPU_RULES = ("extract_features", "train_slide", "train_patient")
 TINY_CONFIG = "tests/configs/tiny_tcga.yaml"
 # patient "models" that aggregate slide predictions (rule aggregate_patient): no training
 AGGREGATED_PATIENT_MODELS = {"pn_rule", "mean_prob"}
-WORKFLOW_TIMEOUT_S = 900
+WORKFLOW_TIMEOUT_S = 1800  # generous: the machine may be shared
 # Slides per SLURM job of the preprocess group (segmentation and patching) in the test: fewer
 # than the tiny cohort's slides, so that it takes several such jobs.
 SLIDES_PER_PREPROCESS_JOB = 3
