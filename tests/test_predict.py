@@ -451,22 +451,22 @@ def test_predict_target_on_the_tiny_run(tiny_run, tmp_path):
         hidden[patient] = plan.patient_label
         slide = f"{patient}_node_{plan.node}"
         write_slide(plan, new_dir / f"{slide}.tif", sources / "cmu_small_region.svs", sources / "target_image.png")
-        rows.append({"slide_id": slide, "patient_id": patient, "path": f"{slide}.tif", "node": plan.node})
+        rows.append({"slide_id": slide, "patient_id": patient, "path": f"{slide}.tif", "node": str(plan.node)})
     # A training patient's slides, copied under new ids: refused unless re-scoring is asked for.
     for node in range(5):
         src = workdir / f"resources/demo/tiny_camelyon17/slides/patient_000_node_{node}.tif"
         slide = f"patient_300_node_{node}"
         shutil.copy(src, new_dir / f"{slide}.tif")
-        rows.append({"slide_id": slide, "patient_id": "patient_300", "path": f"{slide}.tif"})  # node from the id
+        rows.append({"slide_id": slide, "patient_id": "patient_300", "path": f"{slide}.tif", "node": ""})  # from the id
     pd.DataFrame(rows).to_csv(new_dir / "sheet.csv", index=False)
     config["predict"] = {"sample_sheet": "new_slides/sheet.csv"}
     (workdir / "predict.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # same params, same order
     refused = run_snakemake(workdir, "predict", "-n", "--configfile", "predict.yaml", check=False)
+    output = refused.stdout + refused.stderr
     assert refused.returncode != 0
     assert (
-        "sheet.csv line 14: slide patient_300_node_0: slide file "
-        f"{new_dir}/patient_300_node_0.tif has the same content (size, first and last MiB) as training slide "
-        "patient_000_node_0" in refused.stdout + refused.stderr
+        "new_slides/sheet.csv line 17: slide patient_300_node_0: slide file new_slides/patient_300_node_0.tif has "
+        "the same content (size, first and last MiB) as training slide patient_000_node_0" in output
     )
 
     config["predict"]["allow_training_slides"] = True

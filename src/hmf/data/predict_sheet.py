@@ -24,7 +24,6 @@ import pandas as pd
 
 from hmf.data import fingerprints
 from hmf.data.sample_sheet import (
-    COLUMNS,
     Problems,
     SampleSheetError,
     check_distinct_files,
@@ -258,5 +257,5 @@ def write_predict_sheet(
             ALLOW_KEY,
             ", ".join(sorted(marked["slide_id"])[:20]),
         )
-    write_sample_sheet(frame, out_csv, columns=[*COLUMNS, "in_sample"])
+    write_sample_sheet(frame, out_csv)  # with its in_sample column
     return frame
