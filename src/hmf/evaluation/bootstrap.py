@@ -174,7 +174,9 @@ def mean_over_repeats(values: Sequence[float | None]) -> tuple[float, float, flo
     if not values or any(v is None or not np.isfinite(v) for v in values):
         return math.nan, math.nan, math.nan
     array = np.asarray(values, dtype=float)
-    return float(array.mean()) if len(array) > 1 else float(array[0]), float(array.min()), float(array.max())
+    low, high = float(array.min()), float(array.max())
+    # The mean, kept within the range it cannot leave (rounding: 3 x 0.2 / 3 > 0.2).
+    return float(np.clip(array.mean(), low, high)) if len(array) > 1 else float(array[0]), low, high
 
 
 def resampled_mean(frame: pd.DataFrame, classes: Sequence[str], ordinal: bool, resamples: Resamples) -> dict:
