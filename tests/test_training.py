@@ -163,7 +163,7 @@ def test_patient_labels_of_test_and_validation_patients_do_not_change_patient_pr
 
 
 def test_patience_replaces_each_models_own():
-    """training.patience sets every model's patience (it is not a cap): README says so."""
+    """training.patience sets every model's patience (it is not a cap): docs/model.md says so."""
     from hmf.models.registry import training_defaults
     from hmf.training.hparams import resolve
 

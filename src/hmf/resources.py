@@ -29,7 +29,8 @@ TORCH_JOB_MB = 1024
 SLIDE_JOB_MB = 512
 # Peak memory of one training step plus one prediction of a slide model, per MB of the
 # largest bag's float32 features (features read, standardised in place, activations and
-# their gradients). Measured at N = 10^5 patches on the CPU; see the README's table.
+# their gradients). Measured at N = 10^5 patches on the CPU; see docs/performance.md, "Slide
+# models on one bag".
 BAG_FACTOR = {
     "hmf": 9.0,
     "transmil": 9.0,
