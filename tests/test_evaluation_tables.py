@@ -248,7 +248,7 @@ def test_comparison_table_holm_and_footnotes(tmp_path):
     first = rows.iloc[0]
     assert f"p = {first['p_value']:.3g} (Holm {first['p_holm']:.3g})" in md
     assert "Holm's step-down method within each metric" in md
-    assert "(F1 3, Kappa 3, AUC 3; 9 comparisons in this table)" in md
+    assert "(F1 3, AUC 3, Kappa 3; 9 comparisons in this table)" in md
     assert "trained models held fixed" in md
     assert "Folds: leave one centre out (2 folds" in md
     kept = int(csv.loc[csv["metric"] == "auc", "resamples"].iloc[0])

@@ -85,3 +85,12 @@ def test_the_table_lists_what_the_scorer_computes():
         metric("f2")
     monitors = schema()["properties"]["training"]["properties"]["monitor"]["enum"]
     assert set(monitors) - {"loss"} <= set(METRIC), "training.monitor names a metric outside the table"
+
+
+def test_result_tables_take_their_metrics_and_labels_from_the_table():
+    from hmf.evaluation import tables
+    from hmf.evaluation.metrics import METRICS
+
+    assert tables.DEFAULT_METRICS == tuple(m.name for m in METRICS if m.tabulated)
+    assert tables.COMPARED_METRICS == tuple(m.name for m in METRICS if m.compared)
+    assert tables.METRIC_LABELS == {m.name: m.label for m in METRICS}

@@ -21,21 +21,14 @@ import pandas as pd
 from hmf.atomic import write_csv, write_text
 from hmf.data.splits import FoldDesign
 from hmf.evaluation.bootstrap import Resamples, draw_resamples, paired_comparison, pool_predictions, pooled_summary
+from hmf.evaluation.metrics import METRICS
 from hmf.evaluation.plots import plot_forest, plot_metric_bars
 
-DEFAULT_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auc", "kappa_quadratic")
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "balanced_accuracy": "Balanced accuracy",
-    "precision_macro": "Precision",
-    "recall_macro": "Recall",
-    "f1_macro": "F1",
-    "f1_weighted": "Weighted F1",
-    "auc": "AUC",
-    "kappa_quadratic": "Kappa",
-}
+# The metrics and their labels come from the one table of hmf.evaluation.metrics.
+DEFAULT_METRICS = tuple(m.name for m in METRICS if m.tabulated)
+METRIC_LABELS = {m.name: m.label for m in METRICS}
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-COMPARED_METRICS = ("f1_macro", "kappa_quadratic", "auc")
+COMPARED_METRICS = tuple(m.name for m in METRICS if m.compared)
 FIXED_MODELS_NOTE = (
     "The intervals resample the test patients with the trained models held fixed: they do not cover the "
     "variability of training (another training set, seed or split)."
