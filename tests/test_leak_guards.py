@@ -167,3 +167,50 @@ def test_predict_sheet_leaks_fail_the_dry_run(workflow_copy):
         workflow_copy, "-n", "results/user/predict/sample_sheet.csv", "--configfile", str(case / "config.yaml")
     )
     assert "predict_sheet" in proc.stdout
+
+
+@pytest.mark.workflow
+def test_precomputed_feature_files_are_the_slides(workflow_copy):
+    """With features.precomputed_dir the feature files stand for the slides: a training slide
+    whose feature file is another's, and a new slide whose feature file is a training slide's,
+    fail the dry run naming both; allowed, the new slide is in-sample."""
+    from synthetic import make_cohort
+
+    case = workflow_copy / "cases" / "precomputed"
+    cohort = make_cohort(case, n_patients=10)
+    h5 = case / "features/h5_files"
+    shutil.copy(h5 / "patient_001_node_0.h5", h5 / "patient_900_node_0.h5")  # a training slide's features
+    shutil.copy(h5 / "patient_002_node_0.h5", h5 / "patient_901_node_0.h5")
+    (case / "new.csv").write_text(
+        "slide_id,patient_id,path\npatient_900_node_0,patient_900,\npatient_901_node_0,patient_901,\n"
+    )
+    config = {
+        "dataset": {"name": "byo", "task": "camelyon17", "format": "generic", "sample_sheet": str(cohort["sheet"])},
+        "features": {"precomputed_dir": str(case / "features")},
+        "splits": {"k": 2},
+        "models": {"slide": ["meanpool"], "patient": ["pn_rule"], "patient_source": "meanpool"},
+        "predict": {"sample_sheet": str(case / "new.csv")},
+    }
+    code, output = _dry_run(workflow_copy, case, config)
+    assert code != 0
+    assert (
+        f"predict.sample_sheet: 2 problems:\n  {case}/new.csv (slide patient_900_node_0): slide patient_900_node_0: "
+        f"feature file {h5}/patient_900_node_0.h5 has the same content (size, first and last MiB) as training slide "
+        f"patient_001_node_0 ({cohort['sheet']}, {h5}/patient_001_node_0.h5)" in output
+    ), output[-3000:]
+
+    config["predict"]["allow_training_slides"] = True
+    (case / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/byo/predict/sample_sheet.csv"
+    run_snakemake(workflow_copy, "-n", target, "--configfile", str(case / "config.yaml"))
+
+    # Two training slides of one feature file are one slide.
+    shutil.copy(h5 / "patient_003_node_1.h5", h5 / "patient_003_node_2.h5")
+    del config["predict"]
+    code, output = _dry_run(workflow_copy, case, config)
+    assert code != 0
+    assert (
+        f"sample sheet: {cohort['sheet']} (slide patient_003_node_2): slide patient_003_node_2: feature file "
+        f"{h5}/patient_003_node_2.h5 has the same content (size, first and last MiB) as slide patient_003_node_1"
+        in output
+    ), output[-3000:]
