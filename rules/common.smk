@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from hmf.config import path_component
 from hmf.devices import wants_gpu
 from hmf.features.io import feature_paths
-from hmf.models.names import model_info, model_names
+from hmf.models.names import model_info, model_names, task_refusal
 from hmf.resources import train_patient_mem_mb, train_slide_mem_mb
 from hmf.settings import result_params
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
@@ -207,16 +207,10 @@ def get_checked_features(wildcards):
     return [files[s] for s in feature_check_batches(wildcards.cohort)[int(wildcards.batch)]]
 
 
-if "pn_rule" in PATIENT_MODELS and not TASK.pn_rule:
-    raise WorkflowError(f"models.patient: pn_rule applies to CAMELYON17 only, not task {TASK.name}")
-if "mean_prob" in PATIENT_MODELS and not TASK.slides_inherit_patient_label:
-    raise WorkflowError(
-        f"models.patient: mean_prob averages slide probabilities over a patient's slides, which needs "
-        f"slide and patient classes to be the same; task {TASK.name} has different ones"
-    )
-if (
-    any(model_info("patient", m).trained for m in PATIENT_MODELS) or "pn_rule" in PATIENT_MODELS
-) and PATIENT_SOURCE not in SLIDE_MODELS:
+for _refusal in filter(None, (task_refusal("patient", m, TASK) for m in PATIENT_MODELS)):
+    raise WorkflowError(f"models.patient: {_refusal}")
+# Every patient model reads the embeddings or the predictions of models.patient_source.
+if PATIENT_MODELS and PATIENT_SOURCE not in SLIDE_MODELS:
     raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
 
 

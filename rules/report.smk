@@ -13,8 +13,10 @@ REPORT = config["report"]  # validated and filled by the Snakefile
 # Heatmaps are drawn over the slides with the patch files this workflow writes, so not from
 # precomputed features; each slide by the model of the fold of the first repeat that tested it.
 # The folds are checked in common.smk (PARSE_FOLDS is empty when they cannot be made).
+# The slide model whose attention is drawn (hmf.models.names: the one with heatmaps).
+(HEATMAP_MODEL,) = model_names("slide", heatmaps=True)
 HEATMAP_JOBS = []
-if any(model_info("slide", m).heatmaps for m in SLIDE_MODELS) and not PRECOMPUTED and PARSE_FOLDS:
+if HEATMAP_MODEL in SLIDE_MODELS and not PRECOMPUTED and PARSE_FOLDS:
     try:
         HEATMAP_JOBS = heatmap_jobs(
             SHEET,
@@ -69,7 +71,7 @@ REPORT_OUTPUTS = [
 rule heatmap:
     """Patch and bi-cross attention of the fold's HMF model over one slide, and its top patches."""
     input:
-        checkpoint=f"{R}/slide/hmf/fold_{{fold}}/checkpoint.pt",
+        checkpoint=f"{R}/slide/{HEATMAP_MODEL}/fold_{{fold}}/checkpoint.pt",
         text=text_bank("slide"),
         features=lambda wc: FEATURE_FILES[wc.slide],
         coords=f"{R}/patches/{{slide}}.h5",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from hmf.config import load_schema
-from hmf.models.names import LEVELS, MODELS, model_info, model_names
+from hmf.models.names import LEVELS, MODELS, model_info, model_names, task_refusal
+from hmf.tasks import TASKS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema" / "config.schema.yaml"
 
@@ -41,6 +42,30 @@ def test_properties():
     assert all(info.trained for info in MODELS["slide"].values())
     # names shared by both levels are different models
     assert model_info("slide", "meanpool").implementation != model_info("patient", "meanpool").implementation
+    # what each untrained patient model combines, and only those combine anything
+    assert model_names("patient", aggregates="labels") == ("pn_rule",)
+    assert model_names("patient", aggregates="probabilities") == ("mean_prob",)
+    assert all(info.aggregates is None for info in MODELS["slide"].values())
+    assert {n for n, i in MODELS["patient"].items() if i.aggregates} == set(model_names("patient", trained=False))
+
+
+def test_task_refusals_name_the_model_and_the_task():
+    assert task_refusal("patient", "pn_rule", TASKS["camelyon17"]) is None
+    assert (
+        task_refusal("patient", "pn_rule", TASKS["tcga_brca"])
+        == "pn_rule applies to CAMELYON17 only, not task tcga_brca"
+    )
+    assert task_refusal("patient", "mean_prob", TASKS["tcga_nsclc"]) is None
+    assert task_refusal("patient", "mean_prob", TASKS["camelyon17"]) == (
+        "mean_prob averages slide probabilities over a patient's slides, which needs slide and patient "
+        "classes to be the same; task camelyon17 has different ones"
+    )
+    assert all(
+        task_refusal(level, name, TASKS["tcga_brca"]) is None
+        for level in LEVELS
+        for name in MODELS[level]
+        if model_info(level, name).trained
+    )
 
 
 def test_unknown_names_levels_and_properties_are_refused_by_name():

@@ -1,14 +1,16 @@
-"""Patient models (HMF patient model, pooling aggregators) and the pN rule on slide labels."""
+"""Patient models (HMF patient model, pooling aggregators) and the untrained aggregators of slide
+predictions (the pN rule on predicted slide labels, the mean of slide probabilities)."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from hmf.models import PATIENT_MODELS, build_patient_model, pn_rule_predict, pn_rule_predict_index
-from hmf.tasks import CAMELYON17_PATIENT, CAMELYON17_SLIDE
+from hmf.models import PATIENT_MODELS, aggregate_slides, build_patient_model
+from hmf.tasks import CAMELYON17_PATIENT, CAMELYON17_SLIDE, TASKS
 
 E = 32
 TINY = {"hmf_patient": {"heads": 4, "ff_dim": 64, "attn_hidden": [32, 16], "mlp_hidden": 16}}
@@ -141,26 +143,48 @@ RULE_TABLE = [
 ]
 
 
+def pn_rule(slides, probs=None):
+    """The pN rule's patient class from slide labels (each the arg-max of its probability row)."""
+    rows = np.eye(len(CAMELYON17_SLIDE))[[CAMELYON17_SLIDE.index(s) for s in slides]] if probs is None else probs
+    row = aggregate_slides("pn_rule", TASKS["camelyon17"], rows)
+    assert row.sum() == 1 and row.max() == 1  # one-hot
+    return CAMELYON17_PATIENT[int(row.argmax())]
+
+
 @pytest.mark.parametrize("slides,stage", RULE_TABLE)
 def test_pn_rule_table(slides, stage):
-    assert pn_rule_predict(slides) == stage
-    indices = [CAMELYON17_SLIDE.index(s) for s in slides]
-    assert pn_rule_predict_index(indices) == CAMELYON17_PATIENT.index(stage)
+    assert pn_rule(slides) == stage
+    # The label of a slide is the arg-max of its probabilities, whatever the other classes get.
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0, 0.2, (len(slides), len(CAMELYON17_SLIDE)))
+    probs[np.arange(len(slides)), [CAMELYON17_SLIDE.index(s) for s in slides]] = 0.5
+    assert pn_rule(slides, probs) == stage
 
 
 def test_pn_rule_covers_every_stage_and_is_order_free():
     seen = set()
     for combo in itertools.combinations_with_replacement(CAMELYON17_SLIDE, 5):
-        stage = pn_rule_predict(list(combo))
-        assert pn_rule_predict(list(reversed(combo))) == stage
+        stage = pn_rule(list(combo))
+        assert pn_rule(list(reversed(combo))) == stage
         seen.add(stage)
     assert seen == set(CAMELYON17_PATIENT)
 
 
-def test_pn_rule_rejects_bad_labels():
-    with pytest.raises(ValueError, match="not CAMELYON17"):
-        pn_rule_predict(["negative", "tumor"])
-    with pytest.raises(ValueError, match="at least one"):
-        pn_rule_predict([])
-    with pytest.raises(ValueError, match="outside"):
-        pn_rule_predict_index([0, 4])
+def test_mean_prob_averages_the_slide_probabilities():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    np.testing.assert_allclose(aggregate_slides("mean_prob", TASKS["tcga_brca"], probs), [0.6, 0.4])
+
+
+def test_untrained_aggregators_refuse_what_they_cannot_aggregate():
+    with pytest.raises(ValueError, match="pn_rule applies to CAMELYON17 only, not task tcga_brca"):
+        aggregate_slides("pn_rule", TASKS["tcga_brca"], np.array([[0.5, 0.5]]))
+    with pytest.raises(ValueError, match="mean_prob averages slide probabilities.*task camelyon17 has different"):
+        aggregate_slides("mean_prob", TASKS["camelyon17"], np.eye(4))
+    with pytest.raises(ValueError, match=r"n_slides >= 1, 4\), got \(0, 4\)"):
+        aggregate_slides("pn_rule", TASKS["camelyon17"], np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"shape \(n_slides >= 1, 4\), got \(2, 3\)"):
+        aggregate_slides("pn_rule", TASKS["camelyon17"], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="meanpool is a trained patient model"):
+        aggregate_slides("meanpool", TASKS["tcga_brca"], np.array([[0.5, 0.5]]))
+    with pytest.raises(ValueError, match="unknown patient model 'median'"):
+        aggregate_slides("median", TASKS["tcga_brca"], np.array([[0.5, 0.5]]))

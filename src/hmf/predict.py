@@ -22,6 +22,7 @@ from hmf.atomic import write_csv
 from hmf.data.sample_sheet import read_sample_sheet
 from hmf.evaluation.predictions import read_predicted_labels, write_ensemble_predictions, write_fold_predictions
 from hmf.models.names import model_info
+from hmf.models.patient_aggregators import aggregate_slides
 from hmf.tasks import CAMELYON17_PATIENT, Task, pn_stage
 from hmf.training.slide_embeddings import read_slide_embeddings, write_slide_embeddings
 
@@ -221,19 +222,13 @@ def _patient_model_folds(sheet, classes, checkpoints, fold_files, device) -> tup
 def _aggregate_folds(method: str, task: Task, sheet: pd.DataFrame, saved) -> tuple[np.ndarray, list[str]]:
     """``pn_rule`` / ``mean_prob`` per fold on that fold model's slide probabilities."""
     classes = list(task.classes("patient"))
-    slide_classes = list(task.classes("slide"))
     by_patient = _patient_slides(sheet, saved.slide_ids)
     patients = sorted(by_patient)
     fold_probs = []
     for per_slide in saved.probs.numpy() if saved.probs.dim() == 3 else saved.probs.numpy()[None]:
         rows = []
         for patient in patients:
-            rows_of = by_patient[patient]
-            if method == "pn_rule":
-                stage = pn_stage([slide_classes[i] for i in per_slide[rows_of].argmax(axis=1)])
-                rows.append(np.eye(len(classes))[classes.index(stage)])
-            else:
-                rows.append(per_slide[rows_of].mean(axis=0))
+            rows.append(aggregate_slides(method, task, per_slide[by_patient[patient]]))
         fold_probs.append(np.array(rows).reshape(len(patients), len(classes)))
     return np.stack(fold_probs), patients
 

@@ -2,7 +2,8 @@
 
 Entry points: ``build_slide_model``, ``build_patient_model``, ``training_defaults`` /
 ``DEFAULTS`` (each model's paper recipe), ``build_optimizer`` / ``build_scheduler``, and
-``pn_rule_predict`` (the CAMELYON17 pN rule on predicted slide labels). The model names and
+``aggregate_slides`` (the untrained patient models: the CAMELYON17 pN rule on predicted slide
+labels, the mean of slide probabilities). The model names and
 what each model needs are in ``hmf.models.names``.
 
 The entry points are imported on first use, so ``hmf.models.names`` and the recipes of
@@ -16,8 +17,7 @@ _ENTRY_POINTS = {
     "Lookahead": "optim",
     "build_optimizer": "optim",
     "build_scheduler": "optim",
-    "pn_rule_predict": "patient_aggregators",
-    "pn_rule_predict_index": "patient_aggregators",
+    "aggregate_slides": "patient_aggregators",
     "DEFAULTS": "registry",
     "PATIENT_DEFAULTS": "registry",
     "PATIENT_MODELS": "registry",

@@ -1,15 +1,18 @@
-"""Patient-level baselines: pooling of slide embeddings + linear head, and the CAMELYON17 pN rule
-applied to predicted slide labels (no parameters)."""
+"""Patient-level baselines: pooling of slide embeddings + linear head, and the untrained
+aggregators of slide predictions (the CAMELYON17 pN rule on predicted slide labels, the mean of
+slide probabilities)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from hmf.models.hmf_patient import check_patient_inputs
 from hmf.models.layers import GatedAttention
 from hmf.models.losses import check_label, class_weight_of, weighted_cross_entropy
-from hmf.tasks import CAMELYON17_PATIENT, CAMELYON17_SLIDE, pn_stage
+from hmf.models.names import model_info, task_refusal
+from hmf.tasks import Task, pn_stage
 
 POOLINGS = ("mean", "max", "sum", "min", "attn")
 
@@ -54,17 +57,26 @@ class PoolingPatient(nn.Module):
         return weighted_cross_entropy(logits, label, class_weight_of(context, label, self.n_classes, logits.device))
 
 
-def pn_rule_predict(slide_label_names: list[str]) -> str:
-    """pN stage from the (predicted) CAMELYON17 slide labels of one patient's lymph nodes."""
-    if not slide_label_names:
-        raise ValueError("pN rule: a patient needs at least one slide label")
-    return pn_stage(list(slide_label_names))
-
-
-def pn_rule_predict_index(slide_class_indices: list[int] | torch.Tensor) -> int:
-    """Same rule on class indices in the order of ``hmf.tasks`` (slide -> patient classes)."""
-    indices = [int(i) for i in torch.as_tensor(slide_class_indices).reshape(-1)]
-    bad = [i for i in indices if not 0 <= i < len(CAMELYON17_SLIDE)]
-    if bad:
-        raise ValueError(f"pN rule: slide class indices {bad} outside 0..{len(CAMELYON17_SLIDE) - 1}")
-    return CAMELYON17_PATIENT.index(pn_rule_predict([CAMELYON17_SLIDE[i] for i in indices]))
+def aggregate_slides(method: str, task: Task, slide_probs: np.ndarray) -> np.ndarray:
+    """One patient's probability row (``task.classes("patient")`` order) by the untrained
+    patient model ``method`` from its slides' probabilities (rows, ``task.classes("slide")``
+    order): the pN stage of the predicted slide labels, one-hot, or the mean probabilities,
+    as ``hmf.models.names`` says ``method`` aggregates. ValueError naming the model when the
+    task does not allow it or it is a trained model."""
+    info = model_info("patient", method)
+    refusal = task_refusal("patient", method, task)
+    if refusal:
+        raise ValueError(refusal)
+    slide_probs = np.asarray(slide_probs)
+    slide_classes, patient_classes = list(task.classes("slide")), list(task.classes("patient"))
+    if slide_probs.ndim != 2 or slide_probs.shape[1] != len(slide_classes) or not len(slide_probs):
+        raise ValueError(
+            f"{method}: a patient's slide probabilities must have shape (n_slides >= 1, {len(slide_classes)}), "
+            f"got {slide_probs.shape}"
+        )
+    if info.aggregates == "labels":
+        stage = pn_stage([slide_classes[i] for i in slide_probs.argmax(axis=1)])
+        return np.eye(len(patient_classes))[patient_classes.index(stage)]
+    if info.aggregates == "probabilities":
+        return slide_probs.mean(axis=0)
+    raise ValueError(f"{method} is a trained patient model: it does not aggregate slide predictions")

@@ -205,7 +205,7 @@ def build_slide_model(
 
 
 def build_patient_model(name: str, emb_dim: int, n_classes: int, params: dict | None = None) -> nn.Module:
-    """A trainable patient model by name (the pN rule is ``patient_aggregators.pn_rule_predict``)."""
+    """A trainable patient model by name (the untrained ones are ``patient_aggregators.aggregate_slides``)."""
     cls = model_class("patient", name)
     kwargs = _model_kwargs(name, PATIENT_DEFAULTS[name]["model"], params, cls)
     return cls(emb_dim, n_classes, **kwargs)

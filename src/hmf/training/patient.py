@@ -14,7 +14,8 @@ import torch
 from hmf.data.sample_sheet import read_sample_sheet
 from hmf.data.splits import read_split
 from hmf.evaluation.predictions import probabilities, read_predictions, write_predictions
-from hmf.tasks import Task, pn_stage
+from hmf.models.patient_aggregators import aggregate_slides
+from hmf.tasks import Task
 from hmf.training.bags import class_weights
 from hmf.training.checkpoints import PatientCheckpoint, write_checkpoint
 from hmf.training.hparams import resolve
@@ -179,17 +180,7 @@ def aggregate_patient_fold(
         raise ValueError(f"{slide_predictions}: predictions for non-test patient(s) {leaked[:5]} of {split_csv}")
     ids, truth, probs = [], [], []
     for patient, group in slides.groupby("patient_id", sort=True):
-        if method == "pn_rule":
-            if not task.pn_rule:
-                raise ValueError(f"pn_rule needs CAMELYON17 slide labels, not task {task.name}")
-            stage = pn_stage(list(group["pred_label"]))
-            row = np.eye(len(patient_classes))[patient_classes.index(stage)]
-        elif method == "mean_prob":
-            if tuple(slide_classes) != tuple(patient_classes):
-                raise ValueError(f"mean_prob needs the same slide and patient classes (task {task.name})")
-            row = probabilities(group, slide_classes).mean(axis=0)
-        else:
-            raise ValueError(f"unknown aggregation {method!r}: pn_rule or mean_prob")
+        row = aggregate_slides(method, task, probabilities(group, slide_classes))
         ids.append(patient)
         truth.append(label_of[patient])
         probs.append(row)
