@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from hmf.report.curves import DPI, FIGSIZE, plot_training_curves
-from hmf.report.selection import fold_test_patients, heatmap_jobs
+from hmf.report.selection import heatmap_jobs
 from hmf.report.table_html import table_html
 
 R = "results/tiny_camelyon17"
@@ -105,27 +105,6 @@ def test_heatmap_slide_choice():
     assert heatmap_jobs(sheet, test_patients, slides=["f1", "c1"]) == [(0, "c1"), (1, "f1")]
     with pytest.raises(ValueError, match="report.heatmap_slides: slide\\(s\\) not in the sample sheet: zz"):
         heatmap_jobs(sheet, test_patients, slides=["zz"])
-
-
-def test_parse_time_folds_match_the_split_files(tmp_path):
-    from hmf.data.splits import make_split_files
-
-    sheet = pd.DataFrame(
-        {
-            "slide_id": [f"s{i}" for i in range(12)],
-            "patient_id": [f"p{i // 2}" for i in range(12)],
-            "patient_label": ["A", "A", "B", "B"] * 3,
-            "slide_label": ["A", "A", "B", "B"] * 3,
-        }
-    )
-    sheet.to_csv(tmp_path / "sheet.csv", index=False)
-    written = make_split_files(tmp_path / "sheet.csv", tmp_path / "splits", k=2, val_fraction=0.25, seed=3)
-    expected = [set(pd.read_csv(p, dtype=str).query("split == 'test'")["patient_id"]) for p in written]
-    assert fold_test_patients(sheet, {"k": 2, "val_fraction": 0.25, "seed": 3, "files": None}) == expected
-    assert (
-        fold_test_patients(sheet, {"k": 2, "val_fraction": 0.25, "seed": 3, "files": [str(p) for p in written]})
-        == expected
-    )
 
 
 # -- QC review: which slides' pictures the report shows ----------------------------------------

@@ -9,18 +9,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hmf.data.splits import folds_for, patient_table
-
-
-def fold_test_patients(sheet: pd.DataFrame, splits: dict) -> list[set[str]]:
-    """The test patients of every fold, computed as the ``splits`` rule computes them: the
-    user's split files when ``splits.files`` is set, else the same seeded stratified folds."""
-    patients = patient_table(sheet, source="sample sheet")
-    folds = folds_for(
-        patients, k=splits["k"], val_fraction=splits["val_fraction"], seed=splits["seed"], files=splits["files"]
-    )
-    return [set(fold.loc[fold["split"] == "test", "patient_id"].astype(str)) for fold in folds]
-
 
 def heatmap_jobs(
     sheet: pd.DataFrame, test_patients: list[set[str]], slides: list[str] | None = None, per_class: int = 1
