@@ -13,6 +13,7 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
+from hmf.settings import result_params
 from hmf.text.prompts import cache_key, labelset_classes
 from hmf.text.settings import encoding_params, prompts_params, text_settings
 

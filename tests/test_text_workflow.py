@@ -70,11 +70,13 @@ def test_prompts_and_embeddings_rules(tmp_path):
     assert (tmp_path / "logs/t/prompts/tcga_brca.log").stat().st_size > 0
     assert "Nothing to be done" in snakemake(tmp_path, "-n", TARGET)
 
-    # the jobs get their settings as params: a setting neither reads changes nothing, a
-    # setting of the encoder reruns encode_text only
+    # the jobs get the settings that change their outputs as params: a setting neither reads, or a
+    # run-time one (batch size), changes nothing; a result setting of the encoder reruns encode_text only
     write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu", "llm": {"temperature": 0.1}})
     assert "Nothing to be done" in snakemake(tmp_path, "-n", TARGET)
     write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu", "batch_size": 8})
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", TARGET)
+    write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu", "max_length": 64})
     dry = snakemake(tmp_path, "-n", TARGET)
     assert "rule encode_text" in dry and "Params have changed" in dry and "rule prompts" not in dry
     write_config(tmp_path, {"source": "bank", "encoder": "minilm", "device": "cpu"})
