@@ -19,8 +19,8 @@ import numpy as np
 from hmf.demo.sources import aperio_slide
 from hmf.demo.writer import write_pyramid_tiff
 from hmf.wsi.patching import patch_slide
-from hmf.wsi.presets import resolve_preprocessing
 from hmf.wsi.segmentation import segment_slide
+from hmf.wsi.settings import resolve_preprocessing
 from hmf.wsi.slide import open_slide
 from hmf.wsi.steps import run_patching, run_segmentation
 

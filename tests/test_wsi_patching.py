@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h5py
@@ -11,11 +12,16 @@ from PIL import Image
 
 from hmf.wsi.contours_io import read_contours
 from hmf.wsi.patching import PatchGeometry, contour_patches, passes_contour, read_coords, resolve_geometry
-from hmf.wsi.presets import PatchingParams
 from hmf.wsi.qc import write_qc_summary
 from hmf.wsi.segmentation import Tissue, as_cv
+from hmf.wsi.settings import resolve_preprocessing
 from hmf.wsi.slide import SlideError, open_slide
 from hmf.wsi.steps import run_patching, run_segmentation
+
+
+def patching_params(**overrides):
+    """Patching settings: the schema's defaults and the default preset, with ``overrides``."""
+    return dataclasses.replace(resolve_preprocessing({}).patching, **overrides)
 
 
 def box(x0, y0, x1, y1):
@@ -115,20 +121,20 @@ def test_real_slide_patches_inside_tissue_on_grid_with_clam_attributes(aperio_sl
 
 def test_mpp_mode_reads_the_right_field_of_view(aperio_slide):
     slide = open_slide(aperio_slide)
-    geo = resolve_geometry(slide, PatchingParams(mode="mpp", target_mpp=1.0, patch_size=224))
+    geo = resolve_geometry(slide, patching_params(mode="mpp", target_mpp=1.0, patch_size=224))
     assert geo.patch_level == 0 and geo.patch_size == round(224 * 1.0 / 0.499)
     assert geo.patch_size_um == pytest.approx(224.0, rel=0.01) and geo.target_mpp == 1.0
     overridden = open_slide(aperio_slide, mpp=0.25)
-    assert resolve_geometry(overridden, PatchingParams(mode="mpp", target_mpp=0.5, patch_size=256)).patch_size == 512
+    assert resolve_geometry(overridden, patching_params(mode="mpp", target_mpp=0.5, patch_size=256)).patch_size == 512
 
 
 def test_mpp_mode_without_resolution_names_the_slide(tumour_image, tmp_path):
     slide = open_slide(tumour_image, name="png_region")
     assert slide.mpp is None
     with pytest.raises(SlideError, match="png_region.*no mpp"):
-        resolve_geometry(slide, PatchingParams(mode="mpp", target_mpp=0.5))
+        resolve_geometry(slide, patching_params(mode="mpp", target_mpp=0.5))
     assert (
-        resolve_geometry(open_slide(tumour_image, mpp=0.5), PatchingParams(mode="mpp", target_mpp=0.5)).patch_size
+        resolve_geometry(open_slide(tumour_image, mpp=0.5), patching_params(mode="mpp", target_mpp=0.5)).patch_size
         == 256
     )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hmf.wsi.presets import SegmentationParams
 from hmf.wsi.segmentation import segment_slide
+from hmf.wsi.settings import resolve_preprocessing
 from hmf.wsi.slide import SlideError, mpp_from_properties, open_slide
 
 
@@ -65,6 +65,6 @@ def test_failing_region_read_names_slide_and_cause(aperio_slide, tmp_path):
     damaged.write_bytes(bytes(data))
     slide = open_slide(damaged, name="damaged")
     with pytest.raises(SlideError, match=r"slide damaged: reading .* failed: .*JPEG"):
-        segment_slide(slide, SegmentationParams())
+        segment_slide(slide, resolve_preprocessing({"preset": "tcga"}).segmentation)
     with pytest.raises(SlideError, match="level 3 does not exist"):
         slide.read_region((0, 0), 3, (10, 10))

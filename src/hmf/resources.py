@@ -113,8 +113,8 @@ def segment_mem_mb(slide_path: str | os.PathLike, preprocessing: dict | None, mp
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def _segment_mem_mb(key: tuple[str, int, int], preprocessing: str, mpp: float | None) -> int:
-    from hmf.wsi.presets import resolve_preprocessing
     from hmf.wsi.segmentation import segmentation_image_size
+    from hmf.wsi.settings import resolve_preprocessing
     from hmf.wsi.slide import open_slide
 
     settings = resolve_preprocessing(json.loads(preprocessing))

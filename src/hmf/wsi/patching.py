@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from hmf.atomic import atomic_path
-from hmf.wsi.presets import PatchingParams
 from hmf.wsi.segmentation import Tissue, as_cv
+from hmf.wsi.settings import PatchingParams
 from hmf.wsi.slide import Slide, SlideError
 
 log = logging.getLogger(__name__)

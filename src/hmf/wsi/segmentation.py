@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from hmf.wsi.presets import SegmentationParams
+from hmf.wsi.settings import SegmentationParams
 from hmf.wsi.slide import Slide, SlideError
 
 log = logging.getLogger(__name__)

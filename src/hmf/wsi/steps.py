@@ -13,9 +13,9 @@ from pathlib import Path
 from hmf.atomic import write_json
 from hmf.wsi.contours_io import read_contours, write_contours
 from hmf.wsi.patching import coords_attributes, patch_slide, write_coords
-from hmf.wsi.presets import resolve_preprocessing
 from hmf.wsi.qc import write_mask_picture, write_stitch_picture
 from hmf.wsi.segmentation import segment_slide
+from hmf.wsi.settings import resolve_preprocessing
 from hmf.wsi.slide import open_slide
 
 log = logging.getLogger(__name__)
