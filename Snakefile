@@ -19,7 +19,7 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 include: "rules/scheduling.smk"
 
 
-from hmf.config import ConfigError, check_model_params, validate_config
+from hmf.config import ConfigError, check_cross_keys, check_model_params, validate_config
 
 # The demo config is the default; a config given with --configfile replaces it (rather
 # than being merged over it, which would leak the demo's settings into a user's run).
@@ -31,6 +31,7 @@ if not workflow.overwrite_configfiles:
 try:
     validate_config(config, f"{workflow.basedir}/config/schema/config.schema.yaml")
     check_model_params(config)
+    check_cross_keys(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

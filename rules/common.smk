@@ -6,10 +6,10 @@ import dataclasses
 
 from snakemake.exceptions import WorkflowError
 
-from hmf.config import path_component
+from hmf.config import DEFAULT_REFERENCE, DEMO_LABEL_KEYS, path_component
 from hmf.devices import wants_gpu
 from hmf.features.io import feature_paths
-from hmf.models.names import model_info, model_names, task_refusal
+from hmf.models.names import model_info, model_names
 from hmf.resources import train_patient_mem_mb, train_slide_mem_mb
 from hmf.settings import result_params
 from hmf.data.sample_sheet import SampleSheetError, check_labelled, load_sample_sheet, validate_sample_sheet
@@ -207,13 +207,6 @@ def get_checked_features(wildcards):
     return [files[s] for s in feature_check_batches(wildcards.cohort)[int(wildcards.batch)]]
 
 
-for _refusal in filter(None, (task_refusal("patient", m, TASK) for m in PATIENT_MODELS)):
-    raise WorkflowError(f"models.patient: {_refusal}")
-# Every patient model reads the embeddings or the predictions of models.patient_source.
-if PATIENT_MODELS and PATIENT_SOURCE not in SLIDE_MODELS:
-    raise WorkflowError(f"models.patient_source: {PATIENT_SOURCE!r} is not one of models.slide {SLIDE_MODELS}")
-
-
 include: "slide_helpers.smk"
 
 
@@ -321,20 +314,12 @@ BOOTSTRAP = {"resamples": EVALUATION["bootstrap_resamples"], "seed": EVALUATION[
 def reference_model(level):
     """The model of a level every other is compared with: evaluation.reference.<level>, or
     hmf / hmf_patient when configured, else the level's first model."""
-    chosen = EVALUATION["reference"][level]
+    chosen = EVALUATION["reference"][level]  # among models.<level>: hmf.config.check_cross_keys
     models = models_of(level)
     if chosen is None:
-        default = {"slide": "hmf", "patient": "hmf_patient"}[level]
+        default = DEFAULT_REFERENCE[level]
         return default if default in models else models[0]
-    if chosen not in models:
-        raise WorkflowError(
-            f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models}"
-        )
     return chosen
-
-
-for _level in levels():
-    reference_model(_level)  # a bad reference fails before any job runs
 
 
 def get_reference(wildcards):

@@ -3,12 +3,8 @@
 # from the same cohort plan (hmf.demo.plan.planned_sample_sheet).
 
 DEMO_CFG = config["demo"]
-DEMO_LABEL_KEY = {"camelyon17": "stage_labels", "tcga": "label_csv"}[DEMO_CFG["kind"]]
-if DATASET.get("format") != DEMO_CFG["kind"] or not DATASET.get(DEMO_LABEL_KEY) or not DATASET.get("slide_dir"):
-    raise WorkflowError(
-        f"demo.kind {DEMO_CFG['kind']} needs dataset.format: {DEMO_CFG['kind']}, dataset.{DEMO_LABEL_KEY} "
-        f"and dataset.slide_dir (where the demo writes its label file and slides)"
-    )
+# dataset.format, its label file and slide_dir agree with demo.kind: hmf.config.check_cross_keys.
+DEMO_LABEL_KEY = DEMO_LABEL_KEYS[DEMO_CFG["kind"]]
 DEMO_SOURCE_DIR = "resources/sources"
 
 

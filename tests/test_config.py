@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hmf.config import ConfigError, validate_config
+from hmf.config import ConfigError, check_cross_keys, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema" / "config.schema.yaml")
@@ -27,6 +28,7 @@ def _load(path: Path) -> dict:
 def test_shipped_configs_are_valid(path):
     config = _load(path)
     validate_config(config, SCHEMA)
+    check_cross_keys(config)
     assert config["splits"]["k"] >= 2
     assert config["training"]["monitor"]
 
@@ -147,3 +149,57 @@ def test_model_params_checked_by_name():
     assert "models.slide_params.abmil.model.hiden: unknown key (allowed here: attn_hidden, dropout, hidden)" in message
     assert "models.slide_params.abmil.optimizer.learning_rate: unknown key" in message
     assert "models.patient_params.hmf_patient.model: must be a mapping" in message
+
+
+def _filled(**sections) -> dict:
+    config = {
+        "dataset": {"name": "x", "task": "tcga_brca", "format": "generic", "sample_sheet": "s.csv"},
+        "models": {"slide": ["hmf", "meanpool"], "patient": ["hmf_patient", "mean_prob"]},
+        **sections,
+    }
+    validate_config(config, SCHEMA)
+    return config
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"models": {"slide": ["hmf"], "patient": ["pn_rule"]}},
+            "config key models.patient: pn_rule applies to CAMELYON17 only, not task tcga_brca",
+        ),
+        (
+            {
+                "dataset": {"name": "x", "task": "camelyon17", "format": "camelyon17", "stage_labels": "s.csv"},
+                "models": {"slide": ["hmf"], "patient": ["mean_prob"]},
+            },
+            "config key models.patient: mean_prob averages slide probabilities over a patient's slides, which "
+            "needs slide and patient classes to be the same; task camelyon17 has different ones",
+        ),
+        (
+            {"models": {"slide": ["meanpool"], "patient": ["mean_prob"]}},
+            "config key models.patient_source: 'hmf' is not one of models.slide ['meanpool']",
+        ),
+        (
+            {"evaluation": {"reference": {"slide": "abmil"}}},
+            "config key evaluation.reference.slide: 'abmil' is not one of models.slide ['hmf', 'meanpool']",
+        ),
+        (
+            {"demo": {"enabled": True, "kind": "tcga"}},
+            "config key demo.kind: tcga needs dataset.format: tcga, dataset.label_csv and dataset.slide_dir",
+        ),
+        (
+            {"dataset": {"name": "x", "task": "custom", "format": "generic", "sample_sheet": "s.csv"}},
+            "config: task 'custom' needs dataset.classes.patient_classes in the config",
+        ),
+    ],
+)
+def test_cross_key_checks_name_the_key(change, message):
+    config = _filled(**change)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_cross_keys(config)
+
+
+def test_cross_key_checks_accept_agreeing_keys():
+    check_cross_keys(_filled())
+    check_cross_keys(_filled(models={"slide": ["hmf"], "patient": []}, evaluation={"reference": {"slide": "hmf"}}))

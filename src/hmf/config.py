@@ -310,3 +310,49 @@ def check_model_params(config: dict) -> None:
                         )
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+# The default model a level's others are compared with, when configured (evaluation.reference).
+DEFAULT_REFERENCE = {"slide": "hmf", "patient": "hmf_patient"}
+# Where the demo writes its label file, per demo.kind.
+DEMO_LABEL_KEYS = {"camelyon17": "stage_labels", "tcga": "label_csv"}
+
+
+def check_cross_keys(config: dict) -> None:
+    """Check what the schema cannot say of a validated config (defaults filled): the keys that
+    must agree with each other. Raise ConfigError naming the key; the checks that need the
+    sample sheet are the workflow's."""
+    from hmf.models.names import task_refusal
+    from hmf.tasks import get_task
+
+    dataset, models = config["dataset"], config["models"]
+    try:
+        task = get_task(dataset["task"], dataset.get("classes"))
+    except ValueError as err:
+        raise ConfigError(f"config: {err}") from None
+    lines = [
+        f"config key models.patient: {r}"
+        for r in filter(None, (task_refusal("patient", m, task) for m in models["patient"]))
+    ]
+    # Every patient model reads the embeddings or the predictions of models.patient_source.
+    if models["patient"] and models["patient_source"] not in models["slide"]:
+        lines.append(
+            f"config key models.patient_source: {models['patient_source']!r} is not one of "
+            f"models.slide {models['slide']}"
+        )
+    for level in ("slide", "patient"):
+        chosen = config["evaluation"]["reference"][level]
+        if chosen is not None and chosen not in models[level]:
+            lines.append(
+                f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models[level]}"
+            )
+    demo = config["demo"]
+    if demo.get("enabled", False):
+        kind, label_key = demo["kind"], DEMO_LABEL_KEYS[demo["kind"]]
+        if dataset.get("format") != kind or not dataset.get(label_key) or not dataset.get("slide_dir"):
+            lines.append(
+                f"config key demo.kind: {kind} needs dataset.format: {kind}, dataset.{label_key} "
+                f"and dataset.slide_dir (where the demo writes its label file and slides)"
+            )
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
