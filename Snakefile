@@ -19,7 +19,8 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 include: "rules/scheduling.smk"
 
 
-from hmf.config import ConfigError, check_cross_keys, check_model_params, validate_config
+from hmf.config import ConfigError, check_cross_keys, validate_config
+from hmf.models.registry import check_model_params
 
 # The demo config is the default; a config given with --configfile replaces it (rather
 # than being merged over it, which would leak the demo's settings into a user's run).

@@ -66,7 +66,7 @@ def test_bad_config_named(mutate, words):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_model_params_are_accepted(path):
-    from hmf.config import check_model_params
+    from hmf.models.registry import check_model_params
 
     config = _load(path)
     validate_config(config, SCHEMA)
@@ -101,13 +101,13 @@ def test_accepted_model_params_read_without_torch_match_the_registry():
     import sys
 
     code = (
-        "import sys; from hmf.config import accepted_model_params; t = accepted_model_params(); "
+        "import sys; from hmf.models.registry import accepted_model_params; t = accepted_model_params(); "
         "print(sorted(t['slide']), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'hmf'" in out and out.strip().endswith("False")  # no torch import at parse time
-    from hmf.config import accepted_model_params
     from hmf.models import optim, registry
+    from hmf.models.registry import accepted_model_params
 
     def params(cls) -> frozenset[str] | None:
         signature = inspect.signature(cls.__init__).parameters
@@ -132,7 +132,7 @@ def test_accepted_model_params_read_without_torch_match_the_registry():
 
 
 def test_model_params_checked_by_name():
-    from hmf.config import check_model_params
+    from hmf.models.registry import check_model_params
 
     check_model_params(
         {"models": {"slide_params": {"hmf": {"model": {"dim": 64}, "optimizer": {"lr": 1e-4}, "epochs": 3}}}}

@@ -41,3 +41,14 @@ def test_fit_config_from_the_settings():
     # A partial section is filled by the schema; the same fit as with the built settings.
     assert resolve("slide", "hmf", None, {"max_epochs": 1}).fit == fit
     assert resolve("slide", "meanpool", None, {"bf16": "always"}).fit.bf16 is False
+
+
+def test_model_overrides_are_checked_by_the_registry_naming_the_key():
+    hp = resolve("slide", "abmil", {"epochs": 3, "optimizer": {"lr": 1e-3}}, {})
+    assert hp.fit.epochs == 3 and hp.optimizer["lr"] == 1e-3
+    with pytest.raises(ConfigError, match=r"models.slide_params.abmil.epoch: unknown key \(allowed here: "):
+        resolve("slide", "abmil", {"epoch": 3}, {})
+    with pytest.raises(ConfigError, match="models.patient_params.hmf_patient.optimizer: must be a mapping"):
+        resolve("patient", "hmf_patient", {"optimizer": 0.1}, {})
+    with pytest.raises(ConfigError, match=r"models.slide_params.abmil.model.hiden: unknown key"):
+        resolve("slide", "abmil", {"model": {"hiden": 8}}, {})

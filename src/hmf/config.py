@@ -18,16 +18,14 @@ checks, so they are refused here for every key). Keywords of hmf's own in the sc
   without being shown when it is shaped like an API key (:mod:`hmf.credentials`).
 - ``x-url-without-credentials: true``: a URL without ``user:password@``.
 
-:func:`check_model_params` checks ``models.slide_params`` / ``models.patient_params`` against
-the keys each model accepts, read from the model names and recipes and the models'
-constructors without importing torch (so ``snakemake -n`` stays fast).
+The checks between keys (:func:`check_cross_keys`) follow the schema's; the model overrides
+(``models.slide_params`` / ``models.patient_params``) are checked by
+``hmf.models.registry.check_model_params``.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
-import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -209,107 +207,6 @@ def check_against(schema: dict, instance: Any, prefix: list | None = None) -> An
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Fill defaults into ``config`` (in place) and check it; raise ConfigError naming the key."""
     return check_against(load_schema(schema_path), config)
-
-
-# --- model hyperparameters -------------------------------------------------------------
-
-_MODELS_DIR = Path(__file__).resolve().parent / "models"
-# Sections of a recipe whose keys are checked one level down (hmf.training.hparams.MERGED_KEYS).
-_SECTION_KEYS = {"optimizer": "OPTIMIZER_KEYS", "scheduler": "SCHEDULER_KEYS"}
-
-
-def _module_tree(name: str) -> ast.Module:
-    return ast.parse((_MODELS_DIR / f"{name}.py").read_text(encoding="utf-8"))
-
-
-def _assigned(tree: ast.Module, name: str) -> ast.expr:
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        else:
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value is not None:
-            return node.value
-    raise LookupError(f"no assignment to {name} in hmf/models")
-
-
-def _init_params(module: str, class_name: str) -> frozenset[str] | None:
-    """Keyword parameters of ``class_name.__init__`` in ``hmf/models/<module>.py`` (None: any, **kwargs)."""
-    for node in _module_tree(module).body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    args = item.args
-                    if args.kwarg is not None:
-                        return None
-                    return frozenset(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
-    raise LookupError(f"no {class_name}.__init__ in hmf/models/{module}.py")
-
-
-@functools.lru_cache(maxsize=1)
-def accepted_model_params() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
-    """``{level: {model: {"recipe": keys, "model": keys | None, "optimizer": keys, "scheduler": keys}}}``
-    for every trained model.
-
-    The names and classes come from ``hmf.models.names``, the recipe keys from the recipes of
-    ``hmf.models.registry`` (neither imports torch); the ``model`` keys are the parameters of
-    the model's constructor (None when it takes ``**kwargs``) and the optimiser and scheduler
-    keys are those of ``hmf/models/optim.py``, both read as source, so that no torch import is
-    needed at parse time.
-    """
-    from hmf.models.names import LEVELS, model_info, model_names
-    from hmf.models.registry import DATA_ARGS, training_defaults
-
-    optim = _module_tree("optim")
-    sections = {key: frozenset(ast.literal_eval(_assigned(optim, const))) for key, const in _SECTION_KEYS.items()}
-    accepted: dict[str, dict[str, dict[str, frozenset[str] | None]]] = {}
-    for level in LEVELS:
-        accepted[level] = {}
-        for name in model_names(level, trained=True):
-            params = _init_params(*model_info(level, name).implementation.rsplit(".", 1))
-            accepted[level][name] = {
-                "recipe": frozenset(training_defaults(name, level)),
-                "model": None if params is None else params - {"self"} - DATA_ARGS,
-                **sections,
-            }
-    return accepted
-
-
-def check_model_params(config: dict) -> None:
-    """Check ``models.slide_params`` and ``models.patient_params`` (model names and every key,
-    one level into ``model``, ``optimizer`` and ``scheduler``); raise ConfigError naming the key."""
-    models = config.get("models") or {}
-    accepted = None
-    lines = []
-    for level in ("slide", "patient"):
-        section = f"models.{level}_params"
-        for name, overrides in (models.get(f"{level}_params") or {}).items():
-            accepted = accepted or accepted_model_params()
-            if name not in accepted[level]:
-                lines.append(
-                    f"config key {section}.{name}: no {level} model of that name "
-                    f"(models: {', '.join(sorted(accepted[level]))})"
-                )
-                continue
-            keys = accepted[level][name]
-            for key, value in (overrides or {}).items():
-                if key not in keys["recipe"]:
-                    lines.append(
-                        f"config key {section}.{name}.{key}: unknown key "
-                        f"(allowed here: {', '.join(sorted(keys['recipe']))})"
-                    )
-                elif key in ("model", *_SECTION_KEYS):
-                    if not isinstance(value, dict):
-                        lines.append(f"config key {section}.{name}.{key}: must be a mapping of keys to values")
-                        continue
-                    allowed = keys[key]
-                    for sub in sorted(set(value) - (allowed if allowed is not None else set(value))):
-                        lines.append(
-                            f"config key {section}.{name}.{key}.{sub}: unknown key "
-                            f"(allowed here: {', '.join(sorted(allowed))})"
-                        )
-    if lines:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
 # The default model a level's others are compared with, when configured (evaluation.reference).

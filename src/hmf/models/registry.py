@@ -12,11 +12,15 @@ The model classes are imported when a model is built, so the recipes are read wi
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
 import importlib
-import inspect
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from hmf.config import ConfigError
 from hmf.models.names import model_info, model_names
 
 if TYPE_CHECKING:
@@ -174,17 +178,14 @@ def model_class(level: str, name: str) -> type[nn.Module]:
     return getattr(importlib.import_module(f"hmf.models.{module}"), cls)
 
 
-def _model_kwargs(name: str, defaults: dict, params: dict | None, cls: type) -> dict:
+def _model_kwargs(level: str, name: str, defaults: dict, params: dict | None) -> dict:
     kwargs = copy.deepcopy(defaults)
     params = dict(params or {})
+    check_model_overrides(level, name, {"model": params})
     fixed = _FIXED.get(name, set()) & set(params)
     for key in fixed:
         if params[key] != kwargs[key]:
             raise ValueError(f"{name}: model parameter {key!r} is fixed to {kwargs[key]!r} by the model name")
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"} - DATA_ARGS
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(f"{name}: unknown model parameters {sorted(unknown)} (allowed: {sorted(allowed)})")
     kwargs.update(params)
     if "attn_hidden" in kwargs and isinstance(kwargs["attn_hidden"], list):
         kwargs["attn_hidden"] = tuple(kwargs["attn_hidden"])
@@ -196,7 +197,7 @@ def build_slide_model(
 ) -> nn.Module:
     """A slide model by name; ``params`` overrides keys of ``DEFAULTS[name]['model']``."""
     cls = model_class("slide", name)
-    kwargs = _model_kwargs(name, SLIDE_DEFAULTS[name]["model"], params, cls)
+    kwargs = _model_kwargs("slide", name, SLIDE_DEFAULTS[name]["model"], params)
     if model_info("slide", name).needs_text:
         if text_dim is None:
             raise ValueError(f"{name}: text_dim is required (width of the text embedding bank)")
@@ -207,5 +208,116 @@ def build_slide_model(
 def build_patient_model(name: str, emb_dim: int, n_classes: int, params: dict | None = None) -> nn.Module:
     """A trainable patient model by name (the untrained ones are ``patient_aggregators.aggregate_slides``)."""
     cls = model_class("patient", name)
-    kwargs = _model_kwargs(name, PATIENT_DEFAULTS[name]["model"], params, cls)
+    kwargs = _model_kwargs("patient", name, PATIENT_DEFAULTS[name]["model"], params)
     return cls(emb_dim, n_classes, **kwargs)
+
+
+# -- the keys a config may override ----------------------------------------------------------
+#
+# The one check of ``models.slide_params`` / ``models.patient_params``: the Snakefile runs it
+# on the whole config at parse time (:func:`check_model_params`), ``hmf.training.hparams`` on a
+# model's overrides and the builders on a model's constructor parameters. The accepted keys are
+# read from the sources, so that it runs without importing torch.
+
+_MODELS_DIR = Path(__file__).resolve().parent
+# Sections of a recipe whose keys are checked one level down (hmf.training.hparams.MERGED_KEYS).
+_SECTION_KEYS = {"optimizer": "OPTIMIZER_KEYS", "scheduler": "SCHEDULER_KEYS"}
+
+
+def _module_tree(name: str) -> ast.Module:
+    return ast.parse((_MODELS_DIR / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def _assigned(tree: ast.Module, name: str) -> ast.expr:
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value is not None:
+            return node.value
+    raise LookupError(f"no assignment to {name} in hmf/models")
+
+
+def _init_params(module: str, class_name: str) -> frozenset[str] | None:
+    """Keyword parameters of ``class_name.__init__`` in ``hmf/models/<module>.py`` (None: any, **kwargs)."""
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args
+                    if args.kwarg is not None:
+                        return None
+                    return frozenset(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
+    raise LookupError(f"no {class_name}.__init__ in hmf/models/{module}.py")
+
+
+@functools.lru_cache(maxsize=1)
+def accepted_model_params() -> dict[str, dict[str, dict[str, frozenset[str] | None]]]:
+    """``{level: {model: {"recipe": keys, "model": keys | None, "optimizer": keys, "scheduler": keys}}}``
+    for every trained model.
+
+    The names and classes come from ``hmf.models.names``, the recipe keys from the recipes
+    above; the ``model`` keys are the parameters of the model's constructor (None when it takes
+    ``**kwargs``) and the optimiser and scheduler keys are those of ``hmf/models/optim.py``,
+    both read as source, so that no torch import is needed at parse time.
+    """
+    optim = _module_tree("optim")
+    sections = {key: frozenset(ast.literal_eval(_assigned(optim, const))) for key, const in _SECTION_KEYS.items()}
+    accepted: dict[str, dict[str, dict[str, frozenset[str] | None]]] = {}
+    for level in DEFAULTS:
+        accepted[level] = {}
+        for name in model_names(level, trained=True):
+            params = _init_params(*model_info(level, name).implementation.rsplit(".", 1))
+            accepted[level][name] = {
+                "recipe": frozenset(training_defaults(name, level)),
+                "model": None if params is None else params - {"self"} - DATA_ARGS,
+                **sections,
+            }
+    return accepted
+
+
+def override_errors(level: str, name: str, overrides: Mapping[str, Any] | None) -> list[str]:
+    """What is wrong with ``overrides`` of the ``level`` model ``name`` (its entry of
+    ``models.<level>_params``): one line per key, naming it; empty when nothing is."""
+    accepted = accepted_model_params()
+    where = f"models.{level}_params.{name}"
+    if name not in accepted.get(level, {}):
+        return [f"config key {where}: no {level} model of that name (models: {', '.join(sorted(accepted[level]))})"]
+    keys = accepted[level][name]
+    lines = []
+    for key, value in (overrides or {}).items():
+        if key not in keys["recipe"]:
+            lines.append(f"config key {where}.{key}: unknown key (allowed here: {', '.join(sorted(keys['recipe']))})")
+        elif key in ("model", *_SECTION_KEYS):
+            if not isinstance(value, Mapping):
+                lines.append(f"config key {where}.{key}: must be a mapping of keys to values")
+                continue
+            allowed = keys[key]
+            for sub in sorted(set(value) - (allowed if allowed is not None else set(value))):
+                lines.append(
+                    f"config key {where}.{key}.{sub}: unknown key (allowed here: {', '.join(sorted(allowed))})"
+                )
+    return lines
+
+
+def check_model_overrides(level: str, name: str, overrides: Mapping[str, Any] | None) -> None:
+    """:func:`override_errors` as a ConfigError (a ValueError) naming every bad key."""
+    lines = override_errors(level, name, overrides)
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def check_model_params(config: Mapping[str, Any]) -> None:
+    """Check ``models.slide_params`` and ``models.patient_params`` of a config (model names and
+    every key, one level into ``model``, ``optimizer`` and ``scheduler``); raise ConfigError
+    naming the key."""
+    models = config.get("models") or {}
+    lines = [
+        line
+        for level in DEFAULTS
+        for name, overrides in (models.get(f"{level}_params") or {}).items()
+        for line in override_errors(level, name, overrides)
+    ]
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

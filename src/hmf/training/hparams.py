@@ -49,17 +49,13 @@ class HyperParameters:
 def resolve(
     level: str, name: str, overrides: dict | None, training: TrainingSettings | Mapping[str, Any] | None
 ) -> HyperParameters:
-    from hmf.models.registry import training_defaults
+    from hmf.models.registry import check_model_overrides, training_defaults
 
     recipe = training_defaults(name, level)
     overrides = copy.deepcopy(overrides or {})
-    unknown = set(overrides) - set(recipe)
-    if unknown:
-        raise ValueError(f"models.{level}_params.{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(recipe)}")
+    check_model_overrides(level, name, overrides)
     for key, value in overrides.items():
         if key in MERGED_KEYS:
-            if not isinstance(value, dict):
-                raise ValueError(f"models.{level}_params.{name}.{key} must be a mapping")
             recipe[key] = {**recipe[key], **value}
         else:
             recipe[key] = value
