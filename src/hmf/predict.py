@@ -180,7 +180,9 @@ def predict_patients(
                 raise ValueError(f"{len(checkpoints)} patient checkpoints but slide embeddings of {n_folds} folds")
             fold_files = [(slide_embeddings, k) for k in range(n_folds)]
         probs, patients = _patient_model_folds(sheet, classes, checkpoints, fold_files, device)
-    preferred = pn_rule_tie_break(sheet, read_slide_embeddings(slide_embeddings), task) if method == "pn_rule" else None
+    # An ensemble of label aggregators (the pN rule) breaks its ties by that rule over the ensemble's node labels.
+    by_labels = model_info("patient", method).aggregates == "labels"
+    preferred = pn_rule_tie_break(sheet, read_slide_embeddings(slide_embeddings), task) if by_labels else None
     marked = in_sample(sheet, "patient")
     frame = write_ensemble_predictions(patients, probs, classes, out_predictions, preferred=preferred, in_sample=marked)
     write_fold_predictions(patients, probs, classes, out_folds, in_sample=marked)
