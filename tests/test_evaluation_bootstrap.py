@@ -271,7 +271,7 @@ def test_level_table_and_comparison_files(tmp_path, cohort):
     pn_auc = rows[(rows.model == "pn_like") & (rows.metric == "auc")].iloc[0]
     assert np.isnan(pn_auc["difference"]) and np.isnan(pn_auc["p_value"])
     cmd = (out / "c.md").read_text()
-    assert "| Model | Δ F1 | Δ Kappa | Δ AUC | n |" in cmd and "p = " in cmd and "n/a" in cmd
+    assert "| Model | Δ F1 | Δ AUC | Δ Kappa | n |" in cmd and "p = " in cmd and "n/a" in cmd
     assert "paired bootstrap" in cmd and "two-sided" in cmd
     assert (out / "c.png").read_bytes().startswith(b"\x89PNG")
 
