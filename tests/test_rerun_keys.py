@@ -105,7 +105,7 @@ def test_result_params_leave_out_run_time_keys():
     preprocessing = section("preprocessing", {"patching": {"patch_size": 128}})
     assert result_params("preprocessing", preprocessing, only=("preset", "segmentation")) == {
         "preset": "bwh_biopsy",
-        "segmentation": {},
+        "segmentation": preprocessing["segmentation"],
     }
     with pytest.raises(KeyError, match="no key"):
         result_params("preprocessing", preprocessing, only=("patch",))
@@ -203,7 +203,7 @@ def test_result_keys_rerun_exactly_the_jobs_that_read_them(finished):
 
     # the folds: the splits and every job after them, no preprocessing, no text
     planned = _planned(finished, {"splits.seed": 1})
-    assert planned["splits"] == 1 and planned["train_slide"] == 4
+    assert planned["splits"] == 2 and planned["train_slide"] == 4  # one splits job per fold
     assert not set(planned) & (PREPROCESSING | {"prompts", "encode_text", "sample_sheet", "qc_summary"}), planned
 
     # the encoder's precision (auto too: see docs/configuration.md): every slide's features again

@@ -99,16 +99,17 @@ def files(value):
 
 
 def record(self, job):
-    jobs.append(
-        {
-            "rule": job.rule.name,
-            "wildcards": dict(job.wildcards.items()),
-            "input": {key: files(value) for key, value in job.input.items()},
-            "params": {key: value for key, value in job.params.items()},
-            # Declared in localrules (every job is local to the local executor itself).
-            "local": job.rule.name in job.rule.workflow._localrules,
-        }
-    )
+    for single in job.jobs if job.is_group() else [job]:  # a group job: each of its jobs
+        jobs.append(
+            {
+                "rule": single.rule.name,
+                "wildcards": dict(single.wildcards.items()),
+                "input": {key: files(value) for key, value in single.input.items()},
+                "params": {key: value for key, value in single.params.items()},
+                # Declared in localrules (every job is local to the local executor itself).
+                "local": single.rule.name in single.rule.workflow._localrules,
+            }
+        )
     return run_job(self, job)
 
 
