@@ -34,6 +34,7 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from hmf.credentials import looks_like_credential, url_has_credentials
+from hmf.errors import ConfigError
 
 # The most values (mappings, lists and scalars) and levels a config may hold: far above any
 # real config (a few hundred values), far below what an alias bomb expands to.
@@ -46,10 +47,6 @@ def path_component(name: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-class ConfigError(ValueError):
-    """A config that does not match the schema; the message names the key."""
 
 
 def load_schema(path: str | Path) -> dict:

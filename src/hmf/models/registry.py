@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hmf.config import ConfigError
+from hmf.errors import ConfigError
 from hmf.models.names import model_info, model_names
 
 if TYPE_CHECKING:
