@@ -166,55 +166,16 @@ def test_linear_cka():
         linear_cka(x, x[:49])
 
 
-# Snakemake's command line with its dry-run executor wrapped: every job it would run is
-# recorded (rule, wildcards, named inputs), the jobs of a group one by one.
-RECORDER = """
-import json, sys
-import snakemake.executors.dryrun as dryrun
-
-jobs = []
-run_job = dryrun.Executor.run_job
-
-
-def files(value):
-    return [str(value)] if isinstance(value, str) else [str(f) for f in value]
-
-
-def record(self, job):
-    for one in getattr(job, "jobs", [job]):
-        jobs.append(
-            {
-                "rule": one.rule.name,
-                "wildcards": dict(one.wildcards.items()),
-                "input": {key: files(value) for key, value in one.input.items()},
-            }
-        )
-    return run_job(self, job)
-
-
-dryrun.Executor.run_job = record
-from snakemake.cli import main
-
-try:
-    main(["-n", "--quiet", "rules", *sys.argv[2:]])
-finally:
-    with open(sys.argv[1], "w") as fh:
-        json.dump(jobs, fh)
-"""
-
-
 @pytest.mark.workflow
 def test_cross_fitted_predict_runs_each_folds_inner_models(tmp_path):
     """The `predict` target with cross-fitted inputs (a dry run of the demo configuration):
     per outer fold, the fold's inner checkpoints of the source model embed the new slides, and
     a trained patient model reads those files, fold by fold; the pN rule keeps the outer
     models' predictions."""
-    import json
-    import subprocess
-    import sys
 
     import yaml
     from conftest import copy_workflow
+    from dry_run import record_jobs
 
     workdir = copy_workflow(tmp_path / "wf")
     new = workdir / "new"
@@ -235,16 +196,7 @@ def test_cross_fitted_predict_runs_each_folds_inner_models(tmp_path):
     config["models"].update(patient_inputs="cross_fitted", inner_folds=2)
     config["predict"] = {"sample_sheet": "new/sheet.csv"}
     (workdir / "cf.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (workdir / "record.py").write_text(RECORDER)
-    proc = subprocess.run(
-        [sys.executable, "record.py", "jobs.json", "--configfile", "cf.yaml", "--cores", "1", "predict"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    jobs = json.loads((workdir / "jobs.json").read_text())
+    jobs = record_jobs(workdir, "predict", "--configfile", "cf.yaml", "--cores", "1")
     r = "results/demo_camelyon17"
     folds = sorted({int(j["wildcards"]["fold"]) for j in jobs if j["rule"] == "train_slide"})
     inner = {j["wildcards"]["fold"]: j["input"] for j in jobs if j["rule"] == "predict_slide_inner"}

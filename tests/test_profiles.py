@@ -9,13 +9,11 @@ resources, as the executor would receive them."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dry_run import record_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests/configs/tiny.yaml"
@@ -34,31 +32,6 @@ GPU_RULES = {
 # Jobs that take the profile entry of another rule.
 COUNTERPART = {"train_slide_inner": "train_slide", "predict_slide_inner": "predict_slide"}
 
-RECORDER = """
-import json, sys
-import snakemake.executors.dryrun as dryrun
-
-jobs = []
-run_job = dryrun.Executor.run_job
-
-
-def record(self, job):
-    for single in job.jobs if job.is_group() else [job]:  # a group job: each of its jobs
-        resources = {k: v for k, v in single.resources.items() if not k.startswith("_")}
-        jobs.append({"rule": single.rule.name, "threads": single.threads, "resources": resources})
-    return run_job(self, job)
-
-
-dryrun.Executor.run_job = record
-from snakemake.cli import main
-
-try:
-    main([*sys.argv[2:], "-n", "--quiet", "all"])  # targets first: --quiet takes the words after it
-finally:
-    with open(sys.argv[1], "w") as fh:
-        json.dump(jobs, fh, default=str)
-"""
-
 
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
@@ -67,7 +40,6 @@ def workflow(tmp_path_factory) -> Path:
     from conftest import copy_workflow
 
     workdir = copy_workflow(tmp_path_factory.mktemp("profiles") / "wf")
-    (workdir / "record.py").write_text(RECORDER)
     new = workdir / "new_slides"
     new.mkdir()
     for node in (0, 1):
@@ -88,17 +60,9 @@ def _plan(workdir: Path, profile: str, *options: str, **changes) -> list[dict]:
     for section, keys in changes.items():
         config.setdefault(section, {}).update(keys)
     (workdir / "plan.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    out = workdir / "jobs.json"
-    proc = subprocess.run(
-        [sys.executable, "record.py", str(out), "all", "predict", "--configfile", "plan.yaml"]
-        + ["--workflow-profile", f"profiles/{profile}", *options],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return record_jobs(
+        workdir, "all", "predict", "--configfile", "plan.yaml", "--workflow-profile", f"profiles/{profile}", *options
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return json.loads(out.read_text())
 
 
 def _profile(name: str) -> dict:

@@ -5,10 +5,7 @@ of the default configuration (a dry run that records every job)."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -84,58 +81,14 @@ def test_scripts_take_settings_from_their_rule_not_the_config():
     assert not readers
 
 
-# Runs Snakemake's command line with its dry-run executor wrapped: every job it would run is
-# recorded (rule, wildcards, named inputs, params, whether it is a local rule).
-RECORDER = """
-import json, sys
-import snakemake.executors.dryrun as dryrun
-
-jobs = []
-run_job = dryrun.Executor.run_job
-
-
-def files(value):
-    return [str(value)] if isinstance(value, str) else [str(f) for f in value]
-
-
-def record(self, job):
-    for single in job.jobs if job.is_group() else [job]:  # a group job: each of its jobs
-        jobs.append(
-            {
-                "rule": single.rule.name,
-                "wildcards": dict(single.wildcards.items()),
-                "input": {key: files(value) for key, value in single.input.items()},
-                "params": {key: value for key, value in single.params.items()},
-                # Declared in localrules (every job is local to the local executor itself).
-                "local": single.rule.name in single.rule.workflow._localrules,
-            }
-        )
-    return run_job(self, job)
-
-
-dryrun.Executor.run_job = record
-from snakemake.cli import main
-
-try:
-    main(["-n", "--quiet", "all", *sys.argv[2:]])
-finally:
-    with open(sys.argv[1], "w") as fh:
-        json.dump(jobs, fh, default=repr)
-"""
-
-
 @pytest.fixture(scope="module")
 def dry_run_jobs(tmp_path_factory) -> list[dict]:
     """Every job of the default configuration's `all` target, as Snakemake would run it."""
     from conftest import copy_workflow
+    from dry_run import record_jobs
 
     workdir = copy_workflow(tmp_path_factory.mktemp("rules") / "wf")
-    (workdir / "record.py").write_text(RECORDER)
-    proc = subprocess.run(
-        [sys.executable, "record.py", "jobs.json"], cwd=workdir, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    jobs = json.loads((workdir / "jobs.json").read_text())
+    jobs = record_jobs(workdir)
     assert jobs, "the dry run recorded no job"
     return jobs
 
