@@ -179,6 +179,11 @@ def get_feature_files(wildcards):
     return [FEATURE_FILES[s] for s in SLIDE_IDS]
 
 
+# Every training slide's feature file, in one file (rule feature_index, hmf.features.index):
+# the input of the jobs that read the whole cohort's features.
+FEATURE_INDEX = f"{R}/features/index.csv"
+
+
 # Values of precomputed feature files (finite, the training cohort's feature size) are checked
 # by check_features jobs of FEATURE_CHECK_SLIDES slides each (rules/train.smk) before training
 # or prediction reads them; features extracted here are checked as they are written.
@@ -232,8 +237,7 @@ def train_slide_inputs(wildcards):
     inputs = {
         "sheet": f"{R}/sample_sheet.csv",
         "split": f"{R}/splits/fold_{wildcards.fold}.csv",
-        "features": get_feature_files(wildcards),
-        "checked": feature_checks("train"),
+        "features": FEATURE_INDEX,
     }
     if model_info("slide", wildcards.model).needs_text:
         inputs["text"] = text_bank("slide")

@@ -2,14 +2,17 @@
 # and a QC table across slides. Parameters come from the `preprocessing:` and `features:`
 # config sections (config/schema/{preprocessing,features}.schema.yaml).
 #
-# Segmentation and patching take a second or two per slide: on a cluster, the jobs of many
-# slides run as one cluster job (group `preprocess`; profiles/slurm sets how many slides with
-# `group-components`). They stay one job per slide for Snakemake, so a changed slide redoes only
-# its own. A local run ignores groups.
+# Segmentation and patching take a second or two per slide: they are one job per slide, and on a
+# cluster the jobs of many slides run as one cluster job (group `preprocess`; profiles/slurm
+# sets how many slides with `group-components`). They stay one job per slide for Snakemake, so a
+# changed slide redoes only its own. A local run ignores groups.
 
 
-rule segment:
-    """Tissue contours (GeoJSON, level-0 px), the QC mask picture and segmentation stats of one slide."""
+rule segment_and_patch:
+    """Tissue contours (GeoJSON, level-0 px), the QC mask picture and the segmentation stats of
+    one slide, then its patch coordinates (CLAM h5; zero rows for a slide without tissue) and
+    the stitch picture. One job for both steps: each takes a second or two, and a plan of a
+    large cohort costs Snakemake time per job."""
     input:
         slide=slide_path,
     output:
@@ -17,10 +20,12 @@ rule segment:
         # Not a report item: the report shows a bounded selection of slides (rule qc_review).
         mask=f"{R}/masks/{{slide}}.jpg",
         stats=f"{R}/segmentation/{{slide}}.json",
+        coords=f"{R}/patches/{{slide}}.h5",
+        stitch=f"{R}/stitches/{{slide}}.jpg",
     log:
-        f"{LOGS}/segment/{{slide}}.log",
+        f"{LOGS}/segment_and_patch/{{slide}}.log",
     benchmark:
-        f"{BENCH}/segment/{{slide}}.tsv"
+        f"{BENCH}/segment_and_patch/{{slide}}.tsv"
     group:
         "preprocess"
     conda:
@@ -29,31 +34,10 @@ rule segment:
         # From the slide: the size of the image segmentation reads, and its masks.
         mem_mb=get_segment_mem_mb,
     params:
-        preprocessing=result_params("preprocessing", config["preprocessing"], only=("preset", "segmentation")),
+        preprocessing=result_params("preprocessing", config["preprocessing"]),
         mpp=slide_mpp,
     script:
-        "../workflow/scripts/segment.py"
-
-
-rule patch:
-    """Patch coordinates (CLAM h5; zero rows for a slide without tissue) and the stitch picture."""
-    input:
-        slide=slide_path,
-        geojson=f"{R}/contours/{{slide}}.geojson",
-    output:
-        coords=f"{R}/patches/{{slide}}.h5",
-        stitch=f"{R}/stitches/{{slide}}.jpg",
-    log:
-        f"{LOGS}/patch/{{slide}}.log",
-    group:
-        "preprocess"
-    conda:
-        "../envs/hmf.yaml"
-    params:
-        preprocessing=result_params("preprocessing", config["preprocessing"], only=("preset", "patching")),
-        mpp=slide_mpp,
-    script:
-        "../workflow/scripts/patch.py"
+        "../workflow/scripts/segment_and_patch.py"
 
 
 SLIDES_PER_JOB = config["features"]["slides_per_job"]

@@ -133,7 +133,7 @@ rule qc_review:
         summary=f"{R}/qc/summary.csv",
         masks=for_each_slide(f"{R}/masks/{{slide}}.jpg"),
         stitches=for_each_slide(f"{R}/stitches/{{slide}}.jpg"),
-        features=get_feature_files,
+        features=FEATURE_INDEX,
     output:
         table=f"{R}/qc/review.csv",
         html=report(

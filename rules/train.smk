@@ -45,7 +45,6 @@ rule train_slide:
         classes=DATASET.get("classes"),
         overrides=lambda wc: config["models"]["slide_params"].get(wc.model, {}),
         training=result_params("training", config["training"]),
-        slides=SLIDE_IDS,
     script:
         "../workflow/scripts/train_slide.py"
 
@@ -155,6 +154,25 @@ rule cross_fitted_embeddings:
         "../envs/hmf.yaml"
     script:
         "../workflow/scripts/cross_fitted_embeddings.py"
+
+
+rule feature_index:
+    """The cohort's feature index: every training slide's feature file and its size, in
+    sample-sheet order (hmf.features.index). The jobs that read the whole cohort's features
+    depend on this one file, which depends on every feature file."""
+    input:
+        features=get_feature_files,
+        checked=feature_checks("train"),
+    output:
+        FEATURE_INDEX,
+    log:
+        f"{LOGS}/features/index.log",
+    conda:
+        "../envs/hmf.yaml"
+    params:
+        slides=SLIDE_IDS,
+    script:
+        "../workflow/scripts/feature_index.py"
 
 
 rule check_features:

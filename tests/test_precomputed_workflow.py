@@ -58,7 +58,7 @@ def test_a_run_from_clam_feature_files_reaches_the_tables(byo):
     workdir = byo["workdir"]
     config = _write(workdir, _config(byo["cohort"], byo["features"]))
     dry = run_snakemake(workdir, "-n", "--configfile", config)
-    for skipped in ("segment", "patch", "extract_features", "qc_summary"):
+    for skipped in ("segment_and_patch", "extract_features", "qc_summary"):
         assert f"rule {skipped}:" not in dry.stdout, skipped
     run_snakemake(workdir, "--cores", "2", "--configfile", config)
     for level, models in (("slide", ["hmf", "meanpool"]), ("patient", ["hmf_patient", "pn_rule"])):

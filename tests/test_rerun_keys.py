@@ -186,7 +186,7 @@ AFTER_SLIDE_MODELS = {
     "comparison",
     "all",
 }
-PREPROCESSING = {"segment", "patch", "extract_features", "extract_features_batch0", "extract_features_batch1"}
+PREPROCESSING = {"segment_and_patch", "extract_features", "extract_features_batch0", "extract_features_batch1"}
 
 
 @pytest.mark.workflow
@@ -210,17 +210,17 @@ def test_result_keys_rerun_exactly_the_jobs_that_read_them(finished):
     planned = _planned(finished, {"features.precision": "auto"})
     assert planned.get("extract_features_batch0", planned.get("extract_features")), planned
     assert {"train_slide", "qc_summary", "qc_review"} <= set(planned)
-    assert not set(planned) & {"segment", "patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
+    assert not set(planned) & {"segment_and_patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
 
-    # a patching key: patches and what follows, not the segmentation
+    # a patching key: segmentation and patching (one job per slide) and what follows
     planned = _planned(finished, {"preprocessing.patching.stitch_downsample": 32})
-    assert planned["patch"] == 50 and "segment" not in planned, planned
+    assert planned["segment_and_patch"] == 50 and "splits" not in planned, planned
 
     # slides per extraction job (tiny: 25): the extraction batches are other jobs with other
     # inputs, so the features and what follows them, not the segmentation or patching
     planned = _planned(finished, {"features.slides_per_job": 16})
     assert {f"extract_features_batch{i}" for i in range(4)} <= set(planned), planned
-    assert not set(planned) & {"segment", "patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
+    assert not set(planned) & {"segment_and_patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
 
     # a heatmap key: the heatmaps, not the QC review beside them in the report
     planned = _planned(finished, {"report.top_k": 4})

@@ -17,17 +17,25 @@ def _features(path, n, dim=1024):
 
 
 def test_training_memory_follows_the_largest_bag_not_the_number_of_slides(tmp_path):
+    from hmf.features.index import write_feature_index
+
     _features(tmp_path / "big.h5", 100_000)
     small = []
     for i in range(50):
         _features(tmp_path / f"s{i}.h5", 1_000)
         small.append(tmp_path / f"s{i}.h5")
-    one = resources.train_slide_mem_mb("abmil", [tmp_path / "big.h5"], cache_mb=1024)
-    many = resources.train_slide_mem_mb("abmil", [tmp_path / "big.h5", *small], cache_mb=1024)
+
+    def index(name, files):
+        write_feature_index([f.stem for f in files], files, tmp_path / name)
+        return tmp_path / name
+
+    one = resources.train_slide_mem_mb("abmil", index("one.csv", [tmp_path / "big.h5"]), cache_mb=1024)
+    many = resources.train_slide_mem_mb("abmil", index("many.csv", [tmp_path / "big.h5", *small]), cache_mb=1024)
     assert one == many
-    assert resources.train_slide_mem_mb("abmil", small, cache_mb=1024) < one  # ~400 MB less of bag
-    assert resources.train_slide_mem_mb("abmil", small, cache_mb=3072) == (
-        resources.train_slide_mem_mb("abmil", small, cache_mb=1024) + 2048
+    few = index("small.csv", small)
+    assert resources.train_slide_mem_mb("abmil", few, cache_mb=1024) < one  # ~400 MB less of bag
+    assert resources.train_slide_mem_mb("abmil", few, cache_mb=3072) == (
+        resources.train_slide_mem_mb("abmil", few, cache_mb=1024) + 2048
     )
     assert one % 256 == 0
 
@@ -45,7 +53,7 @@ def test_inputs_still_to_be_made_defer_the_estimate(tmp_path):
     """Snakemake evaluates the estimate again once the input exists (recognised by its name)."""
     missing = str(tmp_path / "later.h5")
     for call in (
-        lambda: resources.train_slide_mem_mb("hmf", [missing], 0),
+        lambda: resources.train_slide_mem_mb("hmf", missing, 0),
         lambda: resources.extract_mem_mb([missing]),
         lambda: resources.segment_mem_mb(missing, None),
     ):
@@ -90,5 +98,5 @@ def test_a_dry_run_leaves_the_segmentation_estimate_to_the_run(aperio_slide, tmp
     run = StandalonePreprocessing(tmp_path, {"cmu": aperio_slide}, config)
     proc = run.snakemake("results/t/contours/cmu.geojson", args=("-n", "--quiet", "progress"), timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    block = (proc.stdout + proc.stderr).split("rule segment:", 1)[1].split("\n\n", 1)[0]
+    block = (proc.stdout + proc.stderr).split("rule segment_and_patch:", 1)[1].split("\n\n", 1)[0]
     assert "mem_mb=<TBD>" in block, block

@@ -337,9 +337,9 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
         # --- segmentation and patching: one SLURM job per group of slides ------------------
         slides = sorted(p.stem for p in (remote / "results" / dataset / "patches").glob("*.h5"))
         assert len(slides) > SLIDES_PER_PREPROCESS_JOB, slides
-        # a group job's logs are named after the group and its rules: group_preprocess_patch_segment
+        # a group job's logs are named after the group and its rules: group_preprocess_segment_and_patch
         preprocess_jobs = [job_id for job_id, rule in rules_submitted.items() if rule.startswith("group_preprocess")]
-        assert not {"rule_segment", "rule_patch"} & set(rules_submitted.values()), rules_submitted
+        assert "rule_segment_and_patch" not in set(rules_submitted.values()), rules_submitted
         assert 1 <= len(preprocess_jobs) <= math.ceil(len(slides) / SLIDES_PER_PREPROCESS_JOB), rules_submitted
         segmented = []
         for job_id in preprocess_jobs:
@@ -347,7 +347,7 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
             assert "JobState=COMPLETED" in record, record
             assert int(re.search(r"NumCPUs=(\d+)", record).group(1)) <= NODE_CPUS, record
             log = submitted[job_id].read_text(errors="replace")
-            segmented += re.findall(r"^localrule segment:\n(?:.*\n)*?\s+wildcards: slide=(\S+)", log, re.M)
+            segmented += re.findall(r"^localrule segment_and_patch:\n(?:.*\n)*?\s+wildcards: slide=(\S+)", log, re.M)
         assert sorted(segmented) == slides  # each slide's segmentation ran in exactly one of them
         # Each slide is still a job of its own: a changed slide plans its own segmentation and
         # patching again, no other slide's.
@@ -364,7 +364,7 @@ def test_tiny_workflow_on_slurm_trains_on_one_gpu_per_job_and_matches_a_local_ru
         )
         assert dry.returncode == 0, dry.stderr[-3000:]
         planned = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
-        assert planned.get("segment") == "1" and planned.get("patch") == "1", dry.stdout + dry.stderr
+        assert planned.get("segment_and_patch") == "1", dry.stdout + dry.stderr
 
         # Training jobs did run at the same time, and then on different GPUs.
         training_jobs = set(job_ids.values())

@@ -21,8 +21,7 @@ def test_dry_run_and_lint_of_the_default_config(tmp_path):
     dry = run_snakemake(workdir, "-n", "--quiet", "rules")
     for rule in (
         "demo_slide",
-        "segment",
-        "patch",
+        "segment_and_patch",
         "extract_features",
         "prompts",
         "encode_text",

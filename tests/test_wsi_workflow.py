@@ -42,7 +42,7 @@ def test_preprocess_rules_end_to_end(aperio_slide, tmp_path):
     with h5py.File(tmp_path / "results/t/features/resnet50_trunc/h5_files/blank.h5") as fh:
         assert fh["features"].shape == (0, 1024)
     assert (tmp_path / "logs/t/extract_features/cmu.log").read_text().count("features") >= 1
-    assert (tmp_path / "benchmarks/t/segment/cmu.tsv").exists()
+    assert (tmp_path / "benchmarks/t/segment_and_patch/cmu.tsv").exists()
     stats = json.loads((tmp_path / "results/t/segmentation/cmu.json").read_text())
     assert stats["n_contours"] >= 1 and stats["mpp_source"] == "metadata"
     # A second run has nothing to do.

@@ -69,17 +69,6 @@ def _round(mb: float) -> int:
     return int(-(-mb // 256) * 256)
 
 
-def feature_bytes(path: str | os.PathLike) -> int:
-    return _feature_bytes(_file_key(path))
-
-
-@lru_cache(maxsize=_CACHE_SIZE)
-def _feature_bytes(key: tuple[str, int, int]) -> int:
-    from hmf.features.io import describe
-
-    return describe(key[0]).nbytes
-
-
 @lru_cache(maxsize=_CACHE_SIZE)
 def _patch_count(key: tuple[str, int, int]) -> int:
     from hmf.features.threads import patch_count
@@ -87,11 +76,19 @@ def _patch_count(key: tuple[str, int, int]) -> int:
     return patch_count(key[0])
 
 
-def train_slide_mem_mb(model: str, feature_files: Iterable[str | os.PathLike], cache_mb: float) -> int:
-    """A slide model's training job: base, the bag cache and the largest bag times the model's factor."""
-    largest = max((feature_bytes(p) for p in feature_files), default=0) / MB
+def train_slide_mem_mb(model: str, feature_index: str | os.PathLike, cache_mb: float) -> int:
+    """A slide model's training job: base, the bag cache and the largest bag times the model's
+    factor; the largest bag from the cohort's feature index (hmf.features.index)."""
+    largest = _largest_bag_bytes(_file_key(feature_index)) / MB
     factor = BAG_FACTOR.get(model, BAG_FACTOR["default"])
     return _round(TORCH_JOB_MB + cache_mb + factor * largest)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _largest_bag_bytes(key: tuple[str, int, int]) -> int:
+    from hmf.features.index import largest_bag_bytes
+
+    return largest_bag_bytes(key[0])
 
 
 def train_patient_mem_mb(embeddings: str | os.PathLike) -> int:

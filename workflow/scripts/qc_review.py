@@ -4,13 +4,14 @@ from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 
+from hmf.features.index import feature_files  # noqa: E402
 from hmf.report.qc_review import ReviewSettings, write_review  # noqa: E402
 
 write_review(
     snakemake.input.summary,
     list(snakemake.input.masks),
     list(snakemake.input.stitches),
-    list(snakemake.input.features),
+    list(feature_files(snakemake.input.features).values()),
     snakemake.output.table,
     snakemake.output.html,
     snakemake.output.pictures,

@@ -3,6 +3,7 @@ import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 from hmf.training.jobs import model_job
 
 with model_job(snakemake) as job:
+    from hmf.features.index import feature_files
     from hmf.training.slide import SlideOutputs, train_slide_fold
 
     out = snakemake.output
@@ -11,7 +12,7 @@ with model_job(snakemake) as job:
         job.task,
         sheet_csv=snakemake.input.sheet,
         split_csv=snakemake.input.split,
-        feature_files=dict(zip(snakemake.params.slides, snakemake.input.features, strict=True)),
+        feature_files=feature_files(snakemake.input.features),
         outputs=SlideOutputs(out.checkpoint, out.train_log, out.predictions, out.embeddings),
         overrides=snakemake.params.overrides,
         training=job.training,
