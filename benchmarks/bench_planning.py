@@ -3,8 +3,8 @@ process uses while a local run waits for its jobs.
 
 Planning (``plan``): for each size N a synthetic generic cohort of N slides (copies of one small
 pyramidal TIFF, each with its own trailing bytes, so every path is a distinct, readable slide
-file), a TCGA-BRCA task with 3 slide
-and 2 patient models on k = 5 folds (cross-fitted patient inputs, 3 inner folds), and
+file), a TCGA-BRCA task with 3 slide and 2 patient models on k = 5 folds (cross-fitted
+patient inputs, 3 inner folds), ``features.slides_per_job`` from ``--slides-per-job``, and
 ``snakemake -n`` of the default target. Printed per size: wall time, peak resident memory of the
 Snakemake process (its rusage from wait4) and the number of jobs planned.
 
@@ -100,7 +100,7 @@ def write_cohort(folder: Path, n: int, distinct: bool) -> Path:
     return sheet
 
 
-def write_config(folder: Path, sheet: Path, name: str) -> Path:
+def write_config(folder: Path, sheet: Path, name: str, slides_per_job: int = 1) -> Path:
     config = {
         "dataset": {"name": name, "task": "tcga_brca", "format": "generic", "sample_sheet": str(sheet)},
         "preprocessing": {
@@ -108,7 +108,12 @@ def write_config(folder: Path, sheet: Path, name: str) -> Path:
             "segmentation": {"a_t": 1, "a_h": 1},
             "patching": {"mode": "level", "patch_level": 0, "patch_size": 256, "step_size": 256},
         },
-        "features": {"encoder": "resnet50_trunc", "weights": "random", "device": "cpu"},
+        "features": {
+            "encoder": "resnet50_trunc",
+            "weights": "random",
+            "device": "cpu",
+            "slides_per_job": slides_per_job,
+        },
         "text": {"source": "bank", "encoder": "minilm"},
         "splits": {"k": 5, "val_fraction": 0.2, "seed": 0},
         "models": {"slide": ["hmf", "abmil", "meanpool"], "patient": ["hmf_patient", "meanpool"]},
@@ -135,11 +140,14 @@ def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, log: Path |
 
 def plan(args, extra: list[str]) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hmf-plan-"))
-    print(f"cohorts in {work}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"cohorts in {work}; features.slides_per_job {args.slides_per_job}; load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     print(f"{'slides':>8} {'jobs':>8} {'wall s':>8} {'CPU s':>8} {'peak GB':>8}")
     for n in [int(s) for s in args.sizes.split(",")]:
         sheet = write_cohort(work, n, distinct=False)
-        config = write_config(work, sheet, f"plan{n}")
+        config = write_config(work, sheet, f"plan{n}", args.slides_per_job)
         log = work / f"plan_{n}.log"
         cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(config)]
         cmd += ["-n", "--quiet", "rules", *extra]
@@ -186,6 +194,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("plan", help="snakemake -n at each size")
     p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument(
+        "--slides-per-job", type=int, default=1, help="features.slides_per_job: slides per extraction job (default 1)"
+    )
     p.add_argument("--workdir", help="folder for the cohorts (kept; default: a new temporary folder)")
     r = sub.add_parser("run", help="a local run; CPU of the main process")
     r.add_argument("--slides", type=int, default=100)

@@ -52,7 +52,9 @@ def path_component(name: str) -> str:
 def load_schema(path: str | Path) -> dict:
     """The schema at ``path`` with every relative ``$ref`` to a file replaced by that file."""
     path = Path(path)
-    schema = yaml.safe_load(path.read_text())
+    # libyaml's loader where PyYAML has it: the schema is read whenever the workflow is (and by
+    # jobs that build settings), and the pure-Python loader takes a few hundred milliseconds.
+    schema = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):

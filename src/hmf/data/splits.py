@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from hmf.atomic import write_csv
 from hmf.settings import build, section
@@ -184,6 +183,10 @@ def make_splits(
             [_fold_frame(ids, labels, t, val_fraction, seed, i) for i, t in enumerate(tests)], labels, group_of
         )
     _check_class_counts(labels, k, group_of)
+    # Imported here, not with the module: the workflow imports this module when it is read, and
+    # scikit-learn takes about a second to import.
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     folds = []
     for r in range(int(repeats)):
         if group_of is None:
