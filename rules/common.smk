@@ -369,24 +369,11 @@ PREDICT = config["predict"]
 PREDICT_DIR = f"{R}/predict"
 PREDICT_SLIDE_MODELS = PREDICT["slide_models"] or SLIDE_MODELS
 PREDICT_PATIENT_MODELS = PREDICT["patient_models"] or PATIENT_MODELS
-for _key, _chosen, _models in (
-    ("slide_models", PREDICT_SLIDE_MODELS, SLIDE_MODELS),
-    ("patient_models", PREDICT_PATIENT_MODELS, PATIENT_MODELS),
-):
-    if set(_chosen) - set(_models):
-        raise WorkflowError(
-            f"config key predict.{_key}: {sorted(set(_chosen) - set(_models))} not among the "
-            f"configured models {_models}"
-        )
 # The patient model whose stages go into the CAMELYON17 submission: predict.submission_model,
 # or (None) the predicted patient model with the best pooled out-of-fold kappa, chosen by the
-# predict_submission job from the patient results table.
+# predict_submission job from the patient results table. (hmf.config.check_cross_keys has
+# checked predict's models against the configured ones.)
 SUBMISSION_MODEL = PREDICT["submission_model"]
-if SUBMISSION_MODEL is not None and SUBMISSION_MODEL not in PREDICT_PATIENT_MODELS:
-    raise WorkflowError(
-        f"config key predict.submission_model: {SUBMISSION_MODEL!r} is not among the predicted "
-        f"patient models {PREDICT_PATIENT_MODELS}"
-    )
 
 
 def submission_candidates():

@@ -192,6 +192,14 @@ def _filled(**sections) -> dict:
             {"dataset": {"name": "x", "task": "custom", "format": "generic", "sample_sheet": "s.csv"}},
             "config: task 'custom' needs dataset.classes.patient_classes in the config",
         ),
+        (
+            {"predict": {"slide_models": ["hmf", "abmil"]}},
+            "config key predict.slide_models: ['abmil'] not among the configured models.slide ['hmf', 'meanpool']",
+        ),
+        (
+            {"predict": {"patient_models": ["mean_prob"], "submission_model": "hmf_patient"}},
+            "config key predict.submission_model: 'hmf_patient' is not among the predicted patient models ['mean_prob']",
+        ),
     ],
 )
 def test_cross_key_checks_name_the_key(change, message):

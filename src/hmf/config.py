@@ -242,6 +242,23 @@ def check_cross_keys(config: dict) -> None:
             lines.append(
                 f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models[level]}"
             )
+    predict = config["predict"]
+    predicted = {
+        "slide": predict["slide_models"] or models["slide"],
+        "patient": predict["patient_models"] or models["patient"],
+    }
+    for level in ("slide", "patient"):
+        unknown = sorted(set(predicted[level]) - set(models[level]))
+        if unknown:
+            lines.append(
+                f"config key predict.{level}_models: {unknown} not among the configured models.{level} {models[level]}"
+            )
+    chosen = predict["submission_model"]
+    if chosen is not None and chosen not in predicted["patient"]:
+        lines.append(
+            f"config key predict.submission_model: {chosen!r} is not among the predicted patient models "
+            f"{predicted['patient']}"
+        )
     demo = config["demo"]
     if demo.get("enabled", False):
         kind, label_key = demo["kind"], DEMO_LABEL_KEYS[demo["kind"]]
