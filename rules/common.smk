@@ -179,8 +179,8 @@ def get_feature_files(wildcards):
     return [FEATURE_FILES[s] for s in SLIDE_IDS]
 
 
-# Every training slide's feature file, in one file (rule feature_index, hmf.features.index):
-# the input of the jobs that read the whole cohort's features.
+# Every training slide's feature file, listed in one file by the feature_index job
+# (hmf.features.index): the input of the jobs that read the whole cohort's features.
 FEATURE_INDEX = f"{R}/features/index.csv"
 
 

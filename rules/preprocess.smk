@@ -3,9 +3,11 @@
 # config sections (config/schema/{preprocessing,features}.schema.yaml).
 #
 # Segmentation and patching take a second or two per slide: they are one job per slide, and on a
-# cluster the jobs of many slides run as one cluster job (group `preprocess`; profiles/slurm
-# sets how many slides with `group-components`). They stay one job per slide for Snakemake, so a
-# changed slide redoes only its own. A local run ignores groups.
+# cluster the jobs of many slides run as one cluster job: profiles/slurm puts the rule in the
+# group `preprocess` (`groups`) and sets how many slides a group job holds (`group-components`).
+# The group is set there rather than here because only a cluster uses it, and a group costs a
+# local run and every plan time per job. They stay one job per slide for Snakemake, so a changed
+# slide redoes only its own.
 
 
 rule segment_and_patch:
@@ -26,8 +28,6 @@ rule segment_and_patch:
         f"{LOGS}/segment_and_patch/{{slide}}.log",
     benchmark:
         f"{BENCH}/segment_and_patch/{{slide}}.tsv"
-    group:
-        "preprocess"
     conda:
         "../envs/hmf.yaml"
     resources:
@@ -63,7 +63,7 @@ if SLIDES_PER_JOB == 1:
         # ones one thread each, so that their start-ups overlap (hmf.features.threads).
         threads: get_extraction_threads
         resources:
-            gpu=get_features_gpus,
+            gpu=FEATURE_GPUS,
             # From the slide's patch count: the encoder plus one copy of its features.
             mem_mb=get_extraction_mem_mb,
         params:
@@ -96,7 +96,7 @@ else:
                 "../envs/hmf.yaml"
             threads: get_extraction_threads
             resources:
-                gpu=get_features_gpus,
+                gpu=FEATURE_GPUS,
                 mem_mb=get_extraction_mem_mb,
             params:
                 features=result_params("features", config["features"]),

@@ -82,10 +82,10 @@ def profile_entry_of_extract_features(name):
         batch_rule.resources.update(settings._parsed_overwrite_resources.get("extract_features", {}))
 
 
-def get_features_gpus(wildcards):
-    """GPUs an extraction job asks Snakemake for: one unless features.device is cpu (with
-    none, the job's device auto is the CPU)."""
-    return int(wants_gpu(config["features"]["device"]))
+# GPUs an extraction job asks Snakemake for: one unless features.device is cpu (with none, the
+# job's device auto is the CPU). A number, not a function: Snakemake inspects a resource
+# function's signature for every job it plans.
+FEATURE_GPUS = int(wants_gpu(config["features"]["device"]))
 
 
 def for_each_slide(pattern):
