@@ -81,6 +81,7 @@ localrules:
     heatmap_jpeg,
     predict_sheet,
     predict_submission,
+    feature_index,
 
 
 rule all:

@@ -181,7 +181,7 @@ def get_feature_files(wildcards):
 
 # Every training slide's feature file, listed in one file by the feature_index job
 # (hmf.features.index): the input of the jobs that read the whole cohort's features.
-FEATURE_INDEX = f"{R}/features/index.csv"
+FEATURE_INDEX = f"{R}/feature_index.csv"
 
 
 # Values of precomputed feature files (finite, the training cohort's feature size) are checked

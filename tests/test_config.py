@@ -198,7 +198,8 @@ def _filled(**sections) -> dict:
         ),
         (
             {"predict": {"patient_models": ["mean_prob"], "submission_model": "hmf_patient"}},
-            "config key predict.submission_model: 'hmf_patient' is not among the predicted patient models ['mean_prob']",
+            "config key predict.submission_model: 'hmf_patient' is not among the predicted patient "
+            "models ['mean_prob']",
         ),
     ],
 )

@@ -94,7 +94,16 @@ def qc_report(workdir: Path, n_patients: int) -> tuple[int, Path, list[str]]:
     results = f"results/{name}"
     targets = (f"{results}/qc/summary.csv", f"{results}/qc/review.html", f"{results}/qc/pictures")
     # Only the QC rules: the synthetic files stand in for preprocessing's outputs.
-    args = ("--configfile", str(config_path), "--allowed-rules", "qc_summary", "qc_review", "--cores", "1")
+    args = (
+        "--configfile",
+        str(config_path),
+        "--allowed-rules",
+        "qc_summary",
+        "feature_index",
+        "qc_review",
+        "--cores",
+        "1",
+    )
     report = workdir / f"{name}.html"
     run_snakemake(workdir, *args, *targets, "--report", str(report), "--report-after-run")
     html = report.read_text(encoding="utf-8")

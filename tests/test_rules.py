@@ -34,6 +34,7 @@ LOCAL_RULES = {
     "heatmap_jpeg",
     "predict_sheet",
     "predict_submission",
+    "feature_index",
 }
 
 
@@ -149,9 +150,14 @@ def test_per_slide_inputs_and_local_jobs(dry_run_jobs):
     review = _job(dry_run_jobs, "qc_review")["input"]
     assert review["masks"] == [f"{r}/masks/{s}.jpg" for s in slides]
     assert review["stitches"] == [f"{r}/stitches/{s}.jpg" for s in slides]
+    # The jobs that read the whole cohort's features depend on the feature index, which
+    # depends on every feature file (in sheet order).
     features = [f"{r}/features/resnet50_trunc/h5_files/{s}.h5" for s in slides]
-    assert review["features"] == features
-    assert _job(dry_run_jobs, "train_slide", model="hmf", fold="0")["input"]["features"] == features
+    index = _job(dry_run_jobs, "feature_index")
+    assert index["input"]["features"] == features and index["params"]["slides"] == slides
+    assert review["features"] == [f"{r}/feature_index.csv"]
+    assert _job(dry_run_jobs, "train_slide", model="hmf", fold="0")["input"]["features"] == [f"{r}/feature_index.csv"]
+    assert "slides" not in _job(dry_run_jobs, "train_slide", model="hmf", fold="0")["params"]
 
     local = {job["rule"] for job in dry_run_jobs if job["local"]}
     assert local == LOCAL_RULES & {job["rule"] for job in dry_run_jobs}

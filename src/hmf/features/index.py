@@ -1,4 +1,4 @@
-"""The cohort's feature index (``results/<name>/features/index.csv``): one row per slide of
+"""The cohort's feature index (``results/<name>/feature_index.csv``): one row per slide of
 the sample sheet, in sheet order: its id, its feature file and the bytes of its features
 (patches x feature size x 4).
 
@@ -44,7 +44,7 @@ def write_feature_index(slide_ids: Sequence[str], feature_files: Sequence[str | 
 def read_feature_index(path) -> pd.DataFrame:
     """The index as written, checked: its columns, one row per slide id."""
     try:
-        frame = pd.read_csv(path, dtype={"slide_id": str, "features": str})
+        frame = pd.read_csv(path, dtype={"slide_id": str, "features": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise FeatureIndexError(f"{path}: not a feature index ({err})") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
