@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from snakemake.utils import update_config
 
 from hmf.config import validate_config
 from hmf.evaluation.metrics import scores
@@ -47,18 +48,11 @@ DESIGNS = ("in_sample", "cross_fitted", "stacked", "stacked_outer")
 
 
 def _merged_config(paths: list[str]) -> dict:
+    """The config files merged as Snakemake merges --configfile, filled and checked by the schema."""
     config: dict = {}
     for path in paths:
-        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
     return validate_config(config, ROOT / "config/schema/config.schema.yaml")
-
-
-def _merge(into: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
 
 
 def _log_probs(probs: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import dataclasses
 
 from snakemake.exceptions import WorkflowError
 
-from hmf.config import DEFAULT_REFERENCE, DEMO_LABEL_KEYS, path_component
+from hmf.config import DEFAULT_REFERENCE, DEMO_LABEL_KEYS, path_component, predicted_models
 from hmf.devices import wants_gpu
 from hmf.features.io import feature_paths
 from hmf.models.names import model_info, model_names
@@ -367,8 +367,8 @@ def train_slide_inner_inputs(wildcards):
 # The predict target: which models predict the new slides (rules/predict.smk).
 PREDICT = config["predict"]
 PREDICT_DIR = f"{R}/predict"
-PREDICT_SLIDE_MODELS = PREDICT["slide_models"] or SLIDE_MODELS
-PREDICT_PATIENT_MODELS = PREDICT["patient_models"] or PATIENT_MODELS
+PREDICT_SLIDE_MODELS = predicted_models(config, "slide")
+PREDICT_PATIENT_MODELS = predicted_models(config, "patient")
 # The patient model whose stages go into the CAMELYON17 submission: predict.submission_model,
 # or (None) the predicted patient model with the best pooled out-of-fold kappa, chosen by the
 # predict_submission job from the patient results table. (hmf.config.check_cross_keys has

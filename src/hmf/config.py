@@ -214,6 +214,12 @@ DEFAULT_REFERENCE = {"slide": "hmf", "patient": "hmf_patient"}
 DEMO_LABEL_KEYS = {"camelyon17": "stage_labels", "tcga": "label_csv"}
 
 
+def predicted_models(config: dict, level: str) -> list[str]:
+    """The models of ``level`` (slide or patient) the predict target runs: predict.<level>_models,
+    or every configured model of the level."""
+    return list(config["predict"][f"{level}_models"] or config["models"][level])
+
+
 def check_cross_keys(config: dict) -> None:
     """Check what the schema cannot say of a validated config (defaults filled): the keys that
     must agree with each other. Raise ConfigError naming the key; the checks that need the
@@ -243,10 +249,7 @@ def check_cross_keys(config: dict) -> None:
                 f"config key evaluation.reference.{level}: {chosen!r} is not one of models.{level} {models[level]}"
             )
     predict = config["predict"]
-    predicted = {
-        "slide": predict["slide_models"] or models["slide"],
-        "patient": predict["patient_models"] or models["patient"],
-    }
+    predicted = {level: predicted_models(config, level) for level in ("slide", "patient")}
     for level in ("slide", "patient"):
         unknown = sorted(set(predicted[level]) - set(models[level]))
         if unknown:

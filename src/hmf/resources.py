@@ -6,9 +6,9 @@ fixed figure and never the size of the cohort. The constants were measured on th
 (peak resident memory of whole jobs, see ``benchmarks/bench_real_size.py``) and rounded up.
 
 Snakemake evaluates a job's resources again on every pass of its scheduler while the job waits
-for cores, and a training job's estimate reads the header of every slide's feature file: what
-an estimate reads from a file is remembered for that file's size and modification time, so each
-file is opened once per Snakemake process while it is unchanged.
+for cores: what an estimate reads from a file (a slide's header, a patch count, the cohort's
+feature index) is remembered for that file's size and modification time, so each file is
+opened once per Snakemake process while it is unchanged.
 """
 
 from __future__ import annotations
