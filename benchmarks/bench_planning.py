@@ -4,7 +4,8 @@ process uses while a local run waits for its jobs.
 Planning (``plan``): for each size N a synthetic generic cohort of N slides (copies of one small
 pyramidal TIFF, each with its own trailing bytes, so every path is a distinct, readable slide
 file), a TCGA-BRCA task with 3 slide and 2 patient models on k = 5 folds (cross-fitted
-patient inputs, 3 inner folds), ``features.slides_per_job`` from ``--slides-per-job``, and
+patient inputs, 3 inner folds), ``preprocessing.slides_per_job`` and ``features.slides_per_job``
+from ``--slides-per-job`` (slides per segmentation and per extraction job), and
 ``snakemake -n`` of the default target. Printed per size: wall time, peak resident memory of the
 Snakemake process (its rusage from wait4) and the number of jobs planned.
 
@@ -105,6 +106,7 @@ def write_config(folder: Path, sheet: Path, name: str, slides_per_job: int = 1) 
         "dataset": {"name": name, "task": "tcga_brca", "format": "generic", "sample_sheet": str(sheet)},
         "preprocessing": {
             "preset": "tcga",
+            "slides_per_job": slides_per_job,
             "segmentation": {"a_t": 1, "a_h": 1},
             "patching": {"mode": "level", "patch_level": 0, "patch_size": 256, "step_size": 256},
         },
@@ -141,7 +143,8 @@ def run_measured(cmd: list[str], cwd: Path, env: dict | None = None, log: Path |
 def plan(args, extra: list[str]) -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hmf-plan-"))
     print(
-        f"cohorts in {work}; features.slides_per_job {args.slides_per_job}; load average {os.getloadavg()[0]:.2f}",
+        f"cohorts in {work}; slides per segmentation and extraction job {args.slides_per_job}; "
+        f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     print(f"{'slides':>8} {'jobs':>8} {'wall s':>8} {'CPU s':>8} {'peak GB':>8}")
@@ -195,7 +198,10 @@ def main() -> None:
     p = sub.add_parser("plan", help="snakemake -n at each size")
     p.add_argument("--sizes", default="1000,10000,100000")
     p.add_argument(
-        "--slides-per-job", type=int, default=1, help="features.slides_per_job: slides per extraction job (default 1)"
+        "--slides-per-job",
+        type=int,
+        default=1,
+        help="preprocessing.slides_per_job and features.slides_per_job: slides per segmentation and extraction job",
     )
     p.add_argument("--workdir", help="folder for the cohorts (kept; default: a new temporary folder)")
     r = sub.add_parser("run", help="a local run; CPU of the main process")

@@ -8,6 +8,12 @@
 # The group is set there rather than here because only a cluster uses it, and a group costs a
 # local run and every plan time per job. They stay one job per slide for Snakemake, so a changed
 # slide redoes only its own.
+#
+# Batches (preprocessing.slides_per_job, features.slides_per_job above 1): one rule per batch of
+# slides, writing the same per-slide files as the one-slide rule plus the batch's manifest. A
+# batch rule names its files without wildcards, so Snakemake prefers it to the one-slide rule
+# for its slides. Batches are kept once made (hmf.batches), so a changed slides_per_job reruns
+# nothing. They cut the jobs of a large cohort's plan (Snakemake spends milliseconds per job).
 
 
 rule segment_and_patch:
@@ -40,72 +46,97 @@ rule segment_and_patch:
         "../workflow/scripts/segment_and_patch.py"
 
 
-SLIDES_PER_JOB = config["features"]["slides_per_job"]
+for _name, _log, _batch, _manifest in step_batches("preprocessing", SEGMENT_BATCHES, "segment_and_patch"):
 
-if SLIDES_PER_JOB == 1:
-
-    rule extract_features:
-        """Patch features of one slide (CLAM h5_files/ and pt_files/ layouts) and extraction stats."""
+    rule:
+        name:
+            _name
         input:
-            slide=slide_path,
-            coords=f"{R}/patches/{{slide}}.h5",
+            slides=[_PATHS[s] for s in _batch],
         output:
-            h5=SLIDE_FEATURES.h5,
-            pt=SLIDE_FEATURES.pt,
-            stats=SLIDE_FEATURES.stats,
+            geojson=[f"{R}/contours/{s}.geojson" for s in _batch],
+            mask=[f"{R}/masks/{s}.jpg" for s in _batch],
+            stats=[f"{R}/segmentation/{s}.json" for s in _batch],
+            coords=[f"{R}/patches/{s}.h5" for s in _batch],
+            stitch=[f"{R}/stitches/{s}.jpg" for s in _batch],
+            manifest=_manifest,
         log:
-            f"{LOGS}/extract_features/{{slide}}.log",
+            f"{LOGS}/segment_and_patch/{_log}.log",
         benchmark:
-            f"{BENCH}/extract_features/{{slide}}.tsv"
+            f"{BENCH}/segment_and_patch/{_log}.tsv"
         conda:
             "../envs/hmf.yaml"
-        # From the slide's patch count: a large slide gets every core (and runs alone), small
-        # ones one thread each, so that their start-ups overlap (hmf.features.threads).
+        resources:
+            mem_mb=get_segment_batch_mem_mb(_batch),
+        params:
+            preprocessing=result_params("preprocessing", config["preprocessing"]),
+            slides=_batch,
+            mpp=[_MPP[s] for s in _batch],
+        script:
+            "../workflow/scripts/segment_and_patch_batch.py"
+
+
+rule extract_features:
+    """Patch features of one slide (CLAM h5_files/ and pt_files/ layouts) and extraction stats."""
+    input:
+        slide=slide_path,
+        coords=f"{R}/patches/{{slide}}.h5",
+    output:
+        h5=SLIDE_FEATURES.h5,
+        pt=SLIDE_FEATURES.pt,
+        stats=SLIDE_FEATURES.stats,
+    log:
+        f"{LOGS}/extract_features/{{slide}}.log",
+    benchmark:
+        f"{BENCH}/extract_features/{{slide}}.tsv"
+    conda:
+        "../envs/hmf.yaml"
+    # From the slide's patch count: a large slide gets every core (and runs alone), small
+    # ones one thread each, so that their start-ups overlap (hmf.features.threads).
+    threads: get_extraction_threads
+    resources:
+        gpu=FEATURE_GPUS,
+        # From the slide's patch count: the encoder plus one copy of its features.
+        mem_mb=get_extraction_mem_mb,
+    params:
+        features=result_params("features", config["features"]),
+        mpp=slide_mpp,
+    script:
+        "../workflow/scripts/extract_features.py"
+
+
+# Extraction batches (features.slides_per_job above 1); they take the profile's extract_features entries.
+for _name, _log, _batch, _manifest in step_batches("features", FEATURE_BATCHES, "extract_features"):
+
+    rule:
+        name:
+            _name
+        input:
+            slides=[_PATHS[s] for s in _batch],
+            coords=[f"{R}/patches/{s}.h5" for s in _batch],
+        output:
+            h5=[feature_paths(FEATURES_DIR, s).h5 for s in _batch],
+            pt=[feature_paths(FEATURES_DIR, s).pt for s in _batch],
+            stats=[feature_paths(FEATURES_DIR, s).stats for s in _batch],
+            manifest=_manifest,
+        log:
+            f"{LOGS}/extract_features/{_log}.log",
+        benchmark:
+            f"{BENCH}/extract_features/{_log}.tsv"
+        conda:
+            "../envs/hmf.yaml"
         threads: get_extraction_threads
         resources:
             gpu=FEATURE_GPUS,
-            # From the slide's patch count: the encoder plus one copy of its features.
             mem_mb=get_extraction_mem_mb,
         params:
             features=result_params("features", config["features"]),
-            mpp=slide_mpp,
+            slides=_batch,
+            mpp=[_MPP[s] for s in _batch],
         script:
-            "../workflow/scripts/extract_features.py"
+            "../workflow/scripts/extract_features_batch.py"
 
-else:
-    # Several slides per job: one rule per batch of slides (the batches are fixed when the
-    # workflow is read, for the training slides and for the new slides of the predict target),
-    # each writing the same per-slide files as the rule above.
-    for _name, _log, _batch in extraction_batches():
-
-        rule:
-            name:
-                _name
-            input:
-                slides=[_PATHS[s] for s in _batch],
-                coords=[f"{R}/patches/{s}.h5" for s in _batch],
-            output:
-                h5=[feature_paths(FEATURES_DIR, s).h5 for s in _batch],
-                pt=[feature_paths(FEATURES_DIR, s).pt for s in _batch],
-                stats=[feature_paths(FEATURES_DIR, s).stats for s in _batch],
-            log:
-                f"{LOGS}/extract_features/{_log}.log",
-            benchmark:
-                f"{BENCH}/extract_features/{_log}.tsv"
-            conda:
-                "../envs/hmf.yaml"
-            threads: get_extraction_threads
-            resources:
-                gpu=FEATURE_GPUS,
-                mem_mb=get_extraction_mem_mb,
-            params:
-                features=result_params("features", config["features"]),
-                slides=_batch,
-                mpp=[_MPP[s] for s in _batch],
-            script:
-                "../workflow/scripts/extract_features_batch.py"
-
-        profile_entry_of_extract_features(_name)
+    profile_entry_of_extract_features(_name)
 
 
 rule qc_summary:

@@ -10,6 +10,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
+from hmf.batches import batch_folder, batch_id, manifest_path, plan_batches, read_manifests, read_singles
 from hmf.features.io import feature_paths
 from hmf.features.threads import extraction_threads
 from hmf.resources import extract_mem_mb, segment_mem_mb
@@ -17,6 +18,9 @@ from hmf.settings import result_params
 
 # A slide's feature files and extraction stats ({slide} wildcard), as hmf.features.io lays them out.
 SLIDE_FEATURES = feature_paths(FEATURES_DIR, "{slide}")
+# Where the batches of segmentation and of extraction are kept (hmf.batches).
+SEGMENT_BATCHES = batch_folder(f"{R}/patches")
+FEATURE_BATCHES = batch_folder(FEATURES_DIR)
 
 
 def slide_path(wildcards):
@@ -55,18 +59,32 @@ def get_extraction_mem_mb(wildcards, input):
     return extract_mem_mb([coords] if isinstance(coords, str) else coords)
 
 
-def extraction_batches():
-    """(rule name, log name, slides) of each extraction job of several slides (features.
-    slides_per_job > 1): batches of the training slides, then of the new slides of
-    predict.sample_sheet, in sample-sheet order."""
-    size = config["features"]["slides_per_job"]
+def step_batches(section, folder, rule_name):
+    """(rule name, log name, slides, manifest) of each job of several slides of a per-slide
+    step (config section `section`, batch folder `folder`): the batches of earlier runs'
+    manifests, then the slides that no job did yet, cut into batches of
+    `section`.slides_per_job (hmf.batches); the training slides, then the new slides of
+    predict.sample_sheet. Slides in no batch go to the step's one-slide rule."""
+    size = config[section]["slides_per_job"]
+    manifests, singles = read_manifests(folder), read_singles(folder)
     batches = []
     for prefix, slides in (("", SLIDE_IDS), ("predict_", PREDICT_SLIDE_IDS)):
-        for index, start in enumerate(range(0, len(slides), size)):
-            batches.append(
-                (f"{prefix}extract_features_batch{index}", f"{prefix}batch{index}", slides[start : start + size])
-            )
+        for batch in plan_batches(slides, size, manifests, singles):
+            name = f"batch_{batch_id(batch)}"
+            batches.append((f"{prefix}{rule_name}_{name}", prefix + name, batch, manifest_path(folder, batch)))
     return batches
+
+
+def get_segment_batch_mem_mb(slides):
+    """Memory of a segmentation job of several slides: its largest slide's (they run one after
+    another)."""
+
+    def mem_mb(wildcards, input):
+        if workflow.dryrun:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), input.slides[0])
+        return max(segment_mem_mb(path, config["preprocessing"], _MPP.get(s)) for s, path in zip(slides, input.slides))
+
+    return mem_mb
 
 
 def profile_entry_of_extract_features(name):

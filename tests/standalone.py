@@ -35,8 +35,9 @@ sys.path.insert(0, {src!r})
 
 from hmf.settings import section
 
-# The rules read keys of the features section: filled with the schema's defaults, as the workflow does.
+# The rules read keys of these sections: filled with the schema's defaults, as the workflow does.
 config["features"] = section("features", config.get("features"))
+config["preprocessing"] = section("preprocessing", config.get("preprocessing"))
 R, LOGS, BENCH = {results!r}, {logs!r}, {bench!r}
 FEATURES_DIR = {features_dir!r}
 _PATHS = {slides!r}

@@ -71,7 +71,7 @@ def _profile(name: str) -> dict:
 
 def _entry(rule: str) -> str:
     """The profile entry that reaches a job's rule: its own, extract_features for the
-    extraction batch rules (extract_features_batch<i>, predict_extract_features_batch<i>)."""
+    extraction batch rules (extract_features_batch_<id>, predict_extract_features_batch_<id>)."""
     if rule.startswith(("extract_features", "predict_extract_features")):
         return "extract_features"
     return rule

@@ -29,6 +29,8 @@ RUNTIME_CHANGES = {
     "features.cpu_streams": 1,
     "features.cpu_optimize": "none",
     "features.progress_interval_s": 1,
+    "features.slides_per_job": 16,  # tiny: 25 (batches are kept once made)
+    "preprocessing.slides_per_job": 16,  # tiny: 25
     "text.allow_download": True,
     "text.device": "cpu",
     "text.batch_size": 4,
@@ -186,7 +188,16 @@ AFTER_SLIDE_MODELS = {
     "comparison",
     "all",
 }
-PREPROCESSING = {"segment_and_patch", "extract_features", "extract_features_batch0", "extract_features_batch1"}
+
+
+def _extraction(planned: dict[str, int]) -> int:
+    """Extraction jobs planned: one-slide jobs and batches (extract_features_batch_<id>)."""
+    return sum(n for rule, n in planned.items() if rule.startswith("extract_features"))
+
+
+def _segmentation(planned: dict[str, int]) -> int:
+    """Segmentation jobs planned: one-slide jobs and batches (segment_and_patch_batch_<id>)."""
+    return sum(n for rule, n in planned.items() if rule.startswith("segment_and_patch"))
 
 
 @pytest.mark.workflow
@@ -204,24 +215,34 @@ def test_result_keys_rerun_exactly_the_jobs_that_read_them(finished):
     # the folds: the splits and every job after them, no preprocessing, no text
     planned = _planned(finished, {"splits.seed": 1})
     assert planned["splits"] == 2 and planned["train_slide"] == 4  # one splits job per fold
-    assert not set(planned) & (PREPROCESSING | {"prompts", "encode_text", "sample_sheet", "qc_summary"}), planned
+    assert not _extraction(planned) and not _segmentation(planned), planned
+    assert not set(planned) & {"prompts", "encode_text", "sample_sheet", "qc_summary"}, planned
 
     # the encoder's precision (auto too: see docs/configuration.md): every slide's features again
     planned = _planned(finished, {"features.precision": "auto"})
-    assert planned.get("extract_features_batch0", planned.get("extract_features")), planned
+    assert _extraction(planned) == 2, planned  # the tiny run's two batches, as they were
     assert {"train_slide", "qc_summary", "qc_review"} <= set(planned)
-    assert not set(planned) & {"segment_and_patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
+    assert not _segmentation(planned), planned
+    assert not set(planned) & {"splits", "prompts", "encode_text", "sample_sheet"}, planned
 
-    # a patching key: segmentation and patching (one job per slide) and what follows
+    # a patching key: segmentation and patching (the tiny run's two batches) and what follows
     planned = _planned(finished, {"preprocessing.patching.stitch_downsample": 32})
-    assert planned["segment_and_patch"] == 50 and "splits" not in planned, planned
-
-    # slides per extraction job (tiny: 25): the extraction batches are other jobs with other
-    # inputs, so the features and what follows them, not the segmentation or patching
-    planned = _planned(finished, {"features.slides_per_job": 16})
-    assert {f"extract_features_batch{i}" for i in range(4)} <= set(planned), planned
-    assert not set(planned) & {"segment_and_patch", "splits", "prompts", "encode_text", "sample_sheet"}, planned
+    assert _segmentation(planned) == 2 and _extraction(planned) == 2 and "splits" not in planned, planned
 
     # a heatmap key: the heatmaps, not the QC review beside them in the report
     planned = _planned(finished, {"report.top_k": 4})
     assert set(planned) == {"heatmap", "heatmap_jpeg", "all"}, planned
+
+
+@pytest.mark.workflow
+def test_batches_are_kept_whatever_slides_per_job_says(finished):
+    from hmf.batches import batch_folder, read_manifests
+
+    results = next(finished.glob("results/*/sample_sheet.csv")).parent
+    for folder in (results / "patches", next(results.glob("features/*"))):
+        # tiny: 50 slides, 25 per segmentation and per extraction job
+        assert sorted(len(m) for m in read_manifests(batch_folder(folder))) == [25, 25], folder
+    # one slide per job, or other batch sizes: the slides keep the batches that did them
+    for size in (1, 7, 50):
+        planned = _planned(finished, {"features.slides_per_job": size, "preprocessing.slides_per_job": size})
+        assert planned == {}, size

@@ -1,5 +1,6 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
+from hmf.batches import write_manifest
 from hmf.devices import torch_job
 from hmf.features.settings import runtime_settings
 from hmf.settings import job_section
@@ -22,3 +23,4 @@ with torch_job(snakemake, "features", lambda features: runtime_settings(**featur
             threads=snakemake.threads,
             device=job.device,
         )
+    write_manifest(out.manifest, params.slides)  # last: the batch is kept once all its slides are done

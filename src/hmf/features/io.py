@@ -74,6 +74,11 @@ def feature_paths(folder: str | os.PathLike, slide_id: str) -> FeaturePaths:
     )
 
 
+def feature_folder(path: str | os.PathLike) -> str:
+    """The folder of a file that :func:`feature_paths` placed (its h5, pt or stats file)."""
+    return os.path.dirname(os.path.dirname(os.fspath(path)))
+
+
 def write_feature_files(
     out_h5: str | os.PathLike,
     out_pt: str | os.PathLike,

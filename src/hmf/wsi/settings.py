@@ -64,6 +64,8 @@ class PreprocessingSettings:
 
 
 _SUBSECTIONS = {"segmentation": SegmentationParams, "patching": PatchingParams}
+# Keys of the `preprocessing:` section that the workflow reads (job layout), not the steps.
+WORKFLOW_KEYS = ("slides_per_job",)
 
 
 def resolve_preprocessing(config: Mapping[str, Any] | None) -> PreprocessingSettings:
@@ -78,6 +80,8 @@ def resolve_preprocessing(config: Mapping[str, Any] | None) -> PreprocessingSett
             if key in keys:
                 filled[name].setdefault(key, copy.deepcopy(value))
     filled = section("preprocessing", filled)  # the preset's values are in range too
+    for key in WORKFLOW_KEYS:
+        filled.pop(key)
     settings = build(PreprocessingSettings, filled, "preprocessing")
     _check(settings)
     return settings
