@@ -10,7 +10,8 @@
 # slide redoes only its own.
 #
 # Batches (preprocessing.slides_per_job, features.slides_per_job above 1): one rule per batch of
-# slides, writing the same per-slide files as the one-slide rule plus the batch's manifest. A
+# slides, writing the same per-slide files as the one-slide rule, then the batch's manifest (not
+# an output, so that a finished batch without a manifest, made before them, is not rerun). A
 # batch rule names its files without wildcards, so Snakemake prefers it to the one-slide rule
 # for its slides. Batches are kept once made (hmf.batches), so a changed slides_per_job reruns
 # nothing. They cut the jobs of a large cohort's plan (Snakemake spends milliseconds per job).
@@ -46,7 +47,7 @@ rule segment_and_patch:
         "../workflow/scripts/segment_and_patch.py"
 
 
-for _name, _log, _batch, _manifest in step_batches("preprocessing", SEGMENT_BATCHES, "segment_and_patch"):
+for _name, _log, _batch in step_batches("preprocessing", SEGMENT_BATCHES, "segment_and_patch"):
 
     rule:
         name:
@@ -59,7 +60,6 @@ for _name, _log, _batch, _manifest in step_batches("preprocessing", SEGMENT_BATC
             stats=[f"{R}/segmentation/{s}.json" for s in _batch],
             coords=[f"{R}/patches/{s}.h5" for s in _batch],
             stitch=[f"{R}/stitches/{s}.jpg" for s in _batch],
-            manifest=_manifest,
         log:
             f"{LOGS}/segment_and_patch/{_log}.log",
         benchmark:
@@ -106,7 +106,7 @@ rule extract_features:
 
 
 # Extraction batches (features.slides_per_job above 1); they take the profile's extract_features entries.
-for _name, _log, _batch, _manifest in step_batches("features", FEATURE_BATCHES, "extract_features"):
+for _name, _log, _batch in step_batches("features", FEATURE_BATCHES, "extract_features"):
 
     rule:
         name:
@@ -118,7 +118,6 @@ for _name, _log, _batch, _manifest in step_batches("features", FEATURE_BATCHES, 
             h5=[feature_paths(FEATURES_DIR, s).h5 for s in _batch],
             pt=[feature_paths(FEATURES_DIR, s).pt for s in _batch],
             stats=[feature_paths(FEATURES_DIR, s).stats for s in _batch],
-            manifest=_manifest,
         log:
             f"{LOGS}/extract_features/{_log}.log",
         benchmark:

@@ -10,7 +10,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from hmf.devices import wants_gpu
-from hmf.batches import batch_folder, batch_id, manifest_path, plan_batches, read_manifests, read_singles
+from hmf.batches import batch_folder, batch_id, plan_batches, read_manifests, read_singles
 from hmf.features.io import feature_paths
 from hmf.features.threads import extraction_threads
 from hmf.resources import extract_mem_mb, segment_mem_mb
@@ -60,7 +60,7 @@ def get_extraction_mem_mb(wildcards, input):
 
 
 def step_batches(section, folder, rule_name):
-    """(rule name, log name, slides, manifest) of each job of several slides of a per-slide
+    """(rule name, log name, slides) of each job of several slides of a per-slide
     step (config section `section`, batch folder `folder`): the batches of earlier runs'
     manifests, then the slides that no job did yet, cut into batches of
     `section`.slides_per_job (hmf.batches); the training slides, then the new slides of
@@ -71,7 +71,7 @@ def step_batches(section, folder, rule_name):
     for prefix, slides in (("", SLIDE_IDS), ("predict_", PREDICT_SLIDE_IDS)):
         for batch in plan_batches(slides, size, manifests, singles):
             name = f"batch_{batch_id(batch)}"
-            batches.append((f"{prefix}{rule_name}_{name}", prefix + name, batch, manifest_path(folder, batch)))
+            batches.append((f"{prefix}{rule_name}_{name}", prefix + name, batch))
     return batches
 
 

@@ -1,7 +1,8 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.batches import write_manifest
+from hmf.batches import batch_folder, manifest_path, write_manifest
 from hmf.devices import torch_job
+from hmf.features.io import feature_folder
 from hmf.features.settings import runtime_settings
 from hmf.settings import job_section
 
@@ -23,4 +24,5 @@ with torch_job(snakemake, "features", lambda features: runtime_settings(**featur
             threads=snakemake.threads,
             device=job.device,
         )
-    write_manifest(out.manifest, params.slides)  # last: the batch is kept once all its slides are done
+    # last: the batch is kept once all its slides are done
+    write_manifest(manifest_path(batch_folder(feature_folder(out.stats[0])), params.slides), params.slides)

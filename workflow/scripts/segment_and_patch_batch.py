@@ -4,7 +4,9 @@ from hmf.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 
-from hmf.batches import write_manifest  # noqa: E402
+import os  # noqa: E402
+
+from hmf.batches import batch_folder, manifest_path, write_manifest  # noqa: E402
 from hmf.wsi.steps import run_patching, run_segmentation  # noqa: E402
 
 out, params = snakemake.output, snakemake.params
@@ -13,4 +15,5 @@ for i, slide_id in enumerate(params.slides):
     slide, mpp = snakemake.input.slides[i], params.mpp[i]
     run_segmentation(slide, slide_id, preprocessing, out.geojson[i], out.mask[i], out.stats[i], mpp=mpp)
     run_patching(slide, slide_id, preprocessing, out.geojson[i], out.coords[i], out.stitch[i], mpp=mpp)
-write_manifest(out.manifest, params.slides)  # last: the batch is kept once all its slides are done
+# last: the batch is kept once all its slides are done
+write_manifest(manifest_path(batch_folder(os.path.dirname(out.coords[0])), params.slides), params.slides)
