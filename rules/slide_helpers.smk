@@ -32,13 +32,17 @@ def slide_mpp(wildcards):
     return _MPP.get(wildcards.slide)
 
 
-def get_segment_mem_mb(wildcards, input):
-    """Memory of a segmentation job, from the size of its slide (hmf.resources). A dry run
-    leaves it to be estimated when the job runs (shown as <TBD>) rather than open every slide
-    of the cohort while planning."""
+def segment_job_mem_mb(slides, paths):
+    """Memory of a segmentation job, from the size of its largest slide (hmf.resources; a batch
+    segments its slides one after another). A dry run leaves it to be estimated when the job
+    runs (shown as <TBD>) rather than open every slide of the cohort while planning."""
     if workflow.dryrun:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), input.slide)
-    return segment_mem_mb(input.slide, config["preprocessing"], slide_mpp(wildcards))
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), paths[0])
+    return max(segment_mem_mb(path, config["preprocessing"], _MPP.get(s)) for s, path in zip(slides, paths))
+
+
+def get_segment_mem_mb(wildcards, input):
+    return segment_job_mem_mb([wildcards.slide], [input.slide])
 
 
 def get_extraction_threads(wildcards, input):
@@ -76,15 +80,7 @@ def step_batches(section, folder, rule_name):
 
 
 def get_segment_batch_mem_mb(slides):
-    """Memory of a segmentation job of several slides: its largest slide's (they run one after
-    another)."""
-
-    def mem_mb(wildcards, input):
-        if workflow.dryrun:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), input.slides[0])
-        return max(segment_mem_mb(path, config["preprocessing"], _MPP.get(s)) for s, path in zip(slides, input.slides))
-
-    return mem_mb
+    return lambda wildcards, input: segment_job_mem_mb(slides, input.slides)
 
 
 def profile_entry_of_extract_features(name):

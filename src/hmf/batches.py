@@ -75,6 +75,16 @@ def write_single_marker(path: str | os.PathLike) -> None:
     Path(path).touch()
 
 
+def record_batch(output_dir: str | os.PathLike, slides: Sequence[str]) -> None:
+    """What a job of a per-slide step does last, once the files of ``slides`` are written under
+    the step's ``output_dir``: a marker for a one-slide job, else the batch's manifest."""
+    folder = batch_folder(output_dir)
+    if len(slides) == 1:
+        write_single_marker(single_marker(folder, slides[0]))
+    else:
+        write_manifest(manifest_path(folder, slides), slides)
+
+
 def read_singles(folder: str | os.PathLike) -> set[str]:
     """The slides done by one-slide jobs (one directory listing, no file read)."""
     try:

@@ -1,6 +1,6 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.batches import batch_folder, single_marker, write_single_marker
+from hmf.batches import record_batch
 from hmf.devices import torch_job
 from hmf.features.io import feature_folder
 from hmf.features.settings import runtime_settings
@@ -23,4 +23,4 @@ with torch_job(snakemake, "features", lambda features: runtime_settings(**featur
         device=job.device,
     )
     # last: the slide is kept out of extraction batches (features.slides_per_job) from now on
-    write_single_marker(single_marker(batch_folder(feature_folder(snakemake.output.stats)), snakemake.wildcards.slide))
+    record_batch(feature_folder(snakemake.output.stats), [snakemake.wildcards.slide])

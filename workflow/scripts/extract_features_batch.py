@@ -1,6 +1,6 @@
 import _checkout  # noqa: F401  (first: the job imports this checkout's hmf)
 
-from hmf.batches import batch_folder, manifest_path, write_manifest
+from hmf.batches import record_batch
 from hmf.devices import torch_job
 from hmf.features.io import feature_folder
 from hmf.features.settings import runtime_settings
@@ -25,4 +25,4 @@ with torch_job(snakemake, "features", lambda features: runtime_settings(**featur
             device=job.device,
         )
     # last: the batch is kept once all its slides are done
-    write_manifest(manifest_path(batch_folder(feature_folder(out.stats[0])), params.slides), params.slides)
+    record_batch(feature_folder(out.stats[0]), params.slides)

@@ -6,7 +6,7 @@ setup_logging(snakemake.log[0])  # noqa: F821
 
 import os  # noqa: E402
 
-from hmf.batches import batch_folder, single_marker, write_single_marker  # noqa: E402
+from hmf.batches import record_batch  # noqa: E402
 from hmf.wsi.steps import run_patching, run_segmentation  # noqa: E402
 
 out, params = snakemake.output, snakemake.params
@@ -18,4 +18,4 @@ run_patching(
     snakemake.input.slide, snakemake.wildcards.slide, preprocessing, out.geojson, out.coords, out.stitch, mpp=params.mpp
 )
 # last: the slide is kept out of segmentation batches (preprocessing.slides_per_job) from now on
-write_single_marker(single_marker(batch_folder(os.path.dirname(out.coords)), snakemake.wildcards.slide))
+record_batch(os.path.dirname(out.coords), [snakemake.wildcards.slide])

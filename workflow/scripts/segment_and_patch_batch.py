@@ -6,7 +6,7 @@ setup_logging(snakemake.log[0])  # noqa: F821
 
 import os  # noqa: E402
 
-from hmf.batches import batch_folder, manifest_path, write_manifest  # noqa: E402
+from hmf.batches import record_batch  # noqa: E402
 from hmf.wsi.steps import run_patching, run_segmentation  # noqa: E402
 
 out, params = snakemake.output, snakemake.params
@@ -16,4 +16,4 @@ for i, slide_id in enumerate(params.slides):
     run_segmentation(slide, slide_id, preprocessing, out.geojson[i], out.mask[i], out.stats[i], mpp=mpp)
     run_patching(slide, slide_id, preprocessing, out.geojson[i], out.coords[i], out.stitch[i], mpp=mpp)
 # last: the batch is kept once all its slides are done
-write_manifest(manifest_path(batch_folder(os.path.dirname(out.coords[0])), params.slides), params.slides)
+record_batch(os.path.dirname(out.coords[0]), params.slides)
